@@ -1,0 +1,63 @@
+"""The composition root: builds a `SupportBot` from a `Config`.
+
+Each subsystem installs itself through one plugin function listed in `PLUGINS`,
+adding the tiers, listeners and resources it owns to `BotParts`. The order of the
+tiers is fixed here: gates (handoff, rate limit) → cache → LLM chain → templates.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .config import Config
+from .history import HistoryStore
+from .pipeline import SupportBot
+from .rendering import Renderer
+from .tiers import ReplyListener, Tier
+from .templates_tier import TemplateTier
+
+__all__ = ["BotParts", "build_bot", "PLUGINS"]
+
+log = logging.getLogger("tierbot")
+
+
+@dataclass
+class BotParts:
+    config: Config
+    renderer: Renderer
+    gates: list[Tier] = field(default_factory=list)
+    cache: list[Tier] = field(default_factory=list)
+    llm: list[Tier] = field(default_factory=list)
+    history: HistoryStore | None = None
+    listeners: list[ReplyListener] = field(default_factory=list)
+    resources: list[object] = field(default_factory=list)
+    services: dict[str, object] = field(default_factory=dict)
+
+
+# "module:function" — each takes BotParts and adds what its subsystem owns.
+PLUGINS: tuple[str, ...] = (
+)
+
+
+def _load(spec: str) -> Callable[[BotParts], None]:
+    module, _, func = spec.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def build_bot(config: Config, plugins: tuple[str, ...] | None = None) -> SupportBot:
+    renderer = Renderer.from_config(config)
+    parts = BotParts(config=config, renderer=renderer)
+    parts.services.update(config=config, renderer=renderer)
+    for spec in PLUGINS if plugins is None else plugins:
+        _load(spec)(parts)
+    tiers: list[Tier] = [*parts.gates, *parts.cache, *parts.llm, TemplateTier(renderer)]
+    return SupportBot(
+        tiers,
+        history=parts.history,
+        listeners=parts.listeners,
+        deadline_s=config.deadline_s,
+        resources=parts.resources,
+        services=parts.services,
+    )

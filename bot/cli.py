@@ -1,0 +1,107 @@
+"""The `tierbot` command line. `chat` and `ask` live here; other subsystems add their
+own subcommands through `COMMANDS` (each a `register(subparsers)` function)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import sys
+import uuid
+from typing import Callable
+
+from .config import ConfigError
+from .logs import setup_logging
+from .models import Event, Reply
+
+__all__ = ["main", "describe", "COMMANDS"]
+
+# "module:function" registering extra subcommands.
+COMMANDS: tuple[str, ...] = (
+)
+
+
+def describe(reply: Reply) -> str:
+    """One line saying who answered, what it cost and what failed on the way."""
+    parts = [f"tier={reply.tier}"]
+    if reply.provider:
+        parts.append(f"provider={reply.provider} model={reply.model}")
+    cost = "unknown" if reply.cost_usd is None else f"${reply.cost_usd:.6f}"
+    parts.append(f"tokens={reply.input_tokens}+{reply.output_tokens} cost={cost}")
+    parts.append(f"latency={reply.latency_ms:.0f}ms")
+    failed = [f"{a.provider}/{a.model}:{a.outcome}" if a.model else f"{a.provider}:{a.outcome}"
+              for a in reply.attempts if a.outcome != "ok"]
+    if failed:
+        parts.append("failed=" + ",".join(failed))
+    return "[" + " ".join(parts) + "]"
+
+
+async def _chat(args: argparse.Namespace) -> int:
+    from .pipeline import SupportBot
+
+    conversation = f"console-{uuid.uuid4().hex[:8]}"
+    async with SupportBot.from_env() as bot:
+        print("tierbot chat — type a message, Ctrl-D or /quit to leave.", flush=True)
+        loop = asyncio.get_running_loop()
+        while True:
+            print("you> ", end="", flush=True)
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+            if not line or line.strip() in ("/quit", "/exit"):
+                print()
+                return 0
+            text = line.strip()
+            if not text:
+                continue
+            event = Event(platform="console", conversation_id=conversation, user_id="console",
+                          user_name="you", text=text)
+            reply = await bot.handle(event)
+            print(f"bot> {reply.text}\n     {describe(reply)}", flush=True)
+
+
+async def _ask(args: argparse.Namespace) -> int:
+    from .pipeline import SupportBot
+
+    async with SupportBot.from_env() as bot:
+        event = Event(platform="console", conversation_id=args.conversation or f"ask-{uuid.uuid4().hex[:8]}",
+                      user_id="console", text=args.question, route=args.route)
+        reply = await bot.handle(event)
+    if args.json:
+        print(json.dumps(reply.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(reply.text)
+        print(describe(reply), file=sys.stderr)
+    return 0
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tierbot", description="A customer-support bot that always answers.")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING, ERROR")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("chat", help="talk to the bot in the terminal, through the whole pipeline")
+    p.set_defaults(run=_chat)
+
+    p = sub.add_parser("ask", help="send one message and print the reply")
+    p.add_argument("question")
+    p.add_argument("--json", action="store_true", help="print the Reply fields as JSON")
+    p.add_argument("--conversation", default=None, help="conversation id (keeps context between calls)")
+    p.add_argument("--route", default=None, help="named chain to use (default: customer)")
+    p.set_defaults(run=_ask)
+
+    for spec in COMMANDS:
+        module, _, func = spec.partition(":")
+        register: Callable[[argparse._SubParsersAction], None] = getattr(importlib.import_module(module), func)
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        return asyncio.run(args.run(args)) or 0
+    except ConfigError as e:
+        print(f"tierbot: configuration error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
