@@ -1,0 +1,157 @@
+"""Failure classification: every way a provider call can fail gets one short reason.
+
+The reason goes into `Attempt.outcome`, the logs and the breaker. Classification is
+done from what is on the wire (status code, error body, headers), so the three
+providers — two SDKs and one raw REST client — speak one vocabulary.
+"""
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "ProviderError", "classify_status", "retry_after_from", "OK", "RATE_LIMITED", "OVERLOADED",
+    "SERVER_ERROR", "TIMEOUT", "CONNECTION", "AUTH", "BAD_REQUEST", "MALFORMED", "EMPTY",
+    "CONTENT_FILTERED", "STREAM_CUT", "HEALTH_FAILURES", "TRANSPORT_FAILURES",
+]
+
+OK = "ok"
+RATE_LIMITED = "rate_limited"      # 429, RESOURCE_EXHAUSTED, quota: a rate signal, not an outage
+OVERLOADED = "overloaded"          # 503, 529 overloaded_error, UNAVAILABLE
+SERVER_ERROR = "server_error"      # other 5xx
+TIMEOUT = "timeout"                # no (complete) answer within the attempt's budget
+CONNECTION = "connection"          # refused / reset / DNS: the host is unreachable
+AUTH = "auth"                      # 401/403: the key is wrong; the provider is switched off
+BAD_REQUEST = "bad_request"        # 400/404/422: our request (or the input) is at fault
+MALFORMED = "malformed"            # 200 with a body we cannot read
+EMPTY = "empty"                    # 200 with no text
+CONTENT_FILTERED = "content_filtered"  # the provider's safety system refused
+STREAM_CUT = "stream_cut"          # a stream broke after text had been produced
+
+# Outcomes that say something about the provider's health (feed its breaker).
+HEALTH_FAILURES = frozenset({OVERLOADED, SERVER_ERROR, TIMEOUT, CONNECTION, MALFORMED, EMPTY, STREAM_CUT})
+# Outcomes that say the host itself is unreachable (feed the provider-wide breaker).
+TRANSPORT_FAILURES = frozenset({TIMEOUT, CONNECTION})
+
+
+class ProviderError(Exception):
+    """A classified failure of one attempt. Tokens consumed before the failure (a stream
+    cut half-way) and the text produced so far are kept, so they can be charged and
+    completed."""
+
+    def __init__(self, outcome: str, detail: str = "", *, retry_after: float | None = None,
+                 status: int | None = None, input_tokens: int = 0, output_tokens: int = 0,
+                 partial: str = "", usage_estimated: bool = False) -> None:
+        super().__init__(f"{outcome}: {detail}" if detail else outcome)
+        self.outcome = outcome
+        self.detail = detail
+        self.retry_after = retry_after
+        self.status = status
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+        self.partial = partial
+        self.usage_estimated = usage_estimated
+
+
+_OVERLOAD_WORDS = ("overloaded", "unavailable")
+_RATE_WORDS = ("rate_limit", "resource_exhausted", "quota", "rate limit")
+_FILTER_WORDS = ("safety", "content_filter", "content_policy", "blocked")
+
+
+def _error_words(body: Any) -> str:
+    """The error's type/status/code/message, lower-cased, from any of the three shapes:
+    Anthropic {"type":"error","error":{"type":...}}, OpenAI/Groq {"error":{"type","code"}},
+    Gemini {"error":{"code":429,"status":"RESOURCE_EXHAUSTED"}}."""
+    if not isinstance(body, Mapping):
+        return str(body or "").lower()[:500]
+    err = body.get("error", body)
+    if not isinstance(err, Mapping):
+        return str(err).lower()[:500]
+    return " ".join(str(err.get(k, "")) for k in ("type", "status", "code", "message")).lower()
+
+
+def classify_status(status: int, body: Any = None) -> str:
+    """The outcome for an HTTP error status (and its error body)."""
+    words = _error_words(body)
+    if status == 429 or any(w in words for w in _RATE_WORDS):
+        return RATE_LIMITED
+    if (status in (401, 403) or "authentication" in words or "permission_denied" in words
+            or "api key not valid" in words or "api_key_invalid" in words):
+        return AUTH
+    if status in (503, 529) or any(w in words for w in _OVERLOAD_WORDS):
+        return OVERLOADED
+    if status == 408 or status == 504:
+        return TIMEOUT
+    if status >= 500:
+        return SERVER_ERROR
+    if any(w in words for w in _FILTER_WORDS):
+        return CONTENT_FILTERED
+    return BAD_REQUEST
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+(?:\.\d+)?)ms)?$")
+
+
+def _parse_seconds(value: str, now: float) -> float | None:
+    """'2', '2.5', '1m30s', '250ms', '30s', an HTTP date or an RFC 3339 timestamp."""
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    m = _DURATION.match(value)
+    if m and any(m.groups()):
+        h, mi, s, ms = (float(g) if g else 0.0 for g in m.groups())
+        return h * 3600 + mi * 60 + s + ms / 1000
+    try:  # HTTP date (Retry-After may be one)
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError):
+        pass
+    try:  # RFC 3339 (anthropic-ratelimit-*-reset)
+        from datetime import datetime
+
+        return max(0.0, datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() - now)
+    except ValueError:
+        return None
+
+
+# Reset headers, most specific first. Groq: x-ratelimit-reset-{requests,tokens} ("7.66s",
+# "2m59.56s"); Anthropic: anthropic-ratelimit-{requests,tokens,...}-reset (RFC 3339).
+_RESET_HEADERS = (
+    "retry-after-ms", "retry-after", "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens",
+    "anthropic-ratelimit-requests-reset", "anthropic-ratelimit-tokens-reset",
+    "anthropic-ratelimit-input-tokens-reset", "anthropic-ratelimit-output-tokens-reset",
+)
+
+
+def retry_after_from(headers: Mapping[str, str] | None, body: Any = None,
+                     now: float | None = None) -> float | None:
+    """Seconds the provider asked us to wait, from headers or (Gemini) the error body's
+    RetryInfo detail; None when it did not say."""
+    now = time.time() if now is None else now
+    if headers:
+        lower = {k.lower(): v for k, v in headers.items()}
+        if "retry-after-ms" in lower:
+            try:
+                return max(0.0, float(lower["retry-after-ms"]) / 1000)
+            except ValueError:
+                pass
+        for name in _RESET_HEADERS[1:]:
+            if name in lower:
+                seconds = _parse_seconds(str(lower[name]), now)
+                if seconds is not None:
+                    return seconds
+    if isinstance(body, Mapping):
+        err = body.get("error")
+        details = err.get("details") if isinstance(err, Mapping) else None
+        for d in details or ():
+            if isinstance(d, Mapping) and "retryDelay" in d:
+                seconds = _parse_seconds(str(d["retryDelay"]), now)
+                if seconds is not None:
+                    return seconds
+    return None

@@ -1,0 +1,114 @@
+"""Claude through the official `anthropic.AsyncAnthropic` SDK (Messages API).
+
+SDK retries off; httpx pool sized for concurrency. A cut stream is continued with
+Claude's assistant prefill: the partial text becomes the start of its answer.
+"""
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anthropic
+
+from .. import errors as E
+from .base import Completion, Request, StreamState, finish_stream, with_progress
+from .sdk_errors import http_module, translate
+
+__all__ = ["AnthropicProvider", "anthropic_messages"]
+
+
+def _image_block(img) -> dict[str, Any] | None:
+    if img.data is not None:
+        return {"type": "image", "source": {"type": "base64", "media_type": img.mime_type or "image/jpeg",
+                                            "data": base64.b64encode(img.data).decode()}}
+    if img.url:
+        return {"type": "image", "source": {"type": "url", "url": img.url}}
+    return None
+
+
+def anthropic_messages(request: Request) -> list[dict[str, Any]]:
+    """Claude's format: alternating user/assistant turns (same-role neighbours merged),
+    starting with a user turn; images as image blocks; a cut answer as prefill."""
+    out: list[dict[str, Any]] = []
+    for m in request.messages:
+        blocks: list[dict[str, Any]] = [b for b in (_image_block(i) for i in m.images) if b]
+        blocks.append({"type": "text", "text": m.text or "."})
+        if out and out[-1]["role"] == m.role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": m.role, "content": blocks})
+    while out and out[0]["role"] != "user":
+        out.pop(0)
+    if request.continue_from:
+        # Prefill may not end with whitespace; the stripped part is re-added by the caller's text.
+        out.append({"role": "assistant", "content": request.continue_from.rstrip()})
+    return out
+
+
+class AnthropicProvider:
+    name = "claude"
+
+    def __init__(self, api_key: str, base_url: str | None = None, *, pool: int = 100) -> None:
+        limits = http_module(anthropic).Limits(max_connections=pool, max_keepalive_connections=pool)
+        self._http = anthropic.DefaultAsyncHttpxClient(limits=limits)
+        self.client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=0,
+                                               http_client=self._http)
+
+    async def complete(self, model: str, request: Request, timeout: float) -> Completion:
+        try:
+            msg = await self.client.messages.create(
+                model=model, system=request.system, messages=anthropic_messages(request),
+                max_tokens=request.max_tokens, timeout=timeout)
+            text = "".join(b.text for b in msg.content if b.type == "text")
+            tokens_in, tokens_out = msg.usage.input_tokens, msg.usage.output_tokens
+        except Exception as e:
+            raise translate(e, anthropic) from e
+        if msg.stop_reason == "refusal":
+            raise E.ProviderError(E.CONTENT_FILTERED, "stop_reason=refusal",
+                                  input_tokens=tokens_in, output_tokens=tokens_out)
+        if not text.strip():
+            raise E.ProviderError(E.EMPTY, f"stop_reason={msg.stop_reason}",
+                                  input_tokens=tokens_in, output_tokens=tokens_out)
+        return Completion(_rejoin(request, text), tokens_in, tokens_out, msg.stop_reason)
+
+    async def stream(self, model: str, request: Request, timeout: float) -> AsyncIterator[str | Completion]:
+        st = StreamState()
+        first = True
+        try:
+            events = await self.client.messages.create(
+                model=model, system=request.system, messages=anthropic_messages(request),
+                max_tokens=request.max_tokens, stream=True, timeout=timeout)
+            async with events:
+                async for ev in events:
+                    if ev.type == "message_start":
+                        st.input_tokens = ev.message.usage.input_tokens
+                        st.output_tokens = ev.message.usage.output_tokens
+                        st.usage_seen = True
+                    elif ev.type == "content_block_delta" and ev.delta.type == "text_delta" and ev.delta.text:
+                        text = _rejoin(request, ev.delta.text) if first else ev.delta.text
+                        first = False
+                        st.text.append(text)
+                        yield text
+                    elif ev.type == "message_delta":
+                        st.output_tokens = ev.usage.output_tokens
+                        if ev.usage.input_tokens is not None:
+                            st.input_tokens = ev.usage.input_tokens
+                        st.finish_reason = ev.delta.stop_reason
+        except Exception as e:
+            raise with_progress(translate(e, anthropic), st, request) from e
+        finish_stream(st, request)
+        yield Completion(st.partial, st.input_tokens, st.output_tokens, st.finish_reason,
+                         usage_estimated=not st.usage_seen)
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+def _rejoin(request: Request, text: str) -> str:
+    """The prefill was sent without its trailing whitespace; put it back before the continuation."""
+    if request.continue_from:
+        stripped = request.continue_from[len(request.continue_from.rstrip()):]
+        if stripped and not text[:1].isspace():
+            return stripped + text
+    return text

@@ -1,0 +1,94 @@
+"""Groq through the official `groq.AsyncGroq` SDK (OpenAI-compatible chat completions).
+
+SDK retries are off (`max_retries=0`): the chain is the only retry loop. The httpx
+pool is sized for the bot's concurrency (the SDK default keeps 20 connections,
+which made almost every call open a new TCP connection at 50 in flight).
+"""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import groq
+
+from .. import errors as E
+from .base import CONTINUE_INSTRUCTION, Completion, Request, StreamState, finish_stream, image_data_url, with_progress
+from .sdk_errors import http_module, translate
+
+__all__ = ["GroqProvider", "openai_messages"]
+
+
+def openai_messages(request: Request) -> list[dict[str, Any]]:
+    """The OpenAI chat format: system first, images as image_url parts."""
+    out: list[dict[str, Any]] = [{"role": "system", "content": request.system}]
+    for m in request.messages:
+        if m.images:
+            parts: list[dict[str, Any]] = [{"type": "text", "text": m.text}]
+            for img in m.images:
+                url = image_data_url(img)
+                if url:
+                    parts.append({"type": "image_url", "image_url": {"url": url}})
+            out.append({"role": m.role, "content": parts})
+        else:
+            out.append({"role": m.role, "content": m.text})
+    if request.continue_from:
+        out.append({"role": "assistant", "content": request.continue_from})
+        out.append({"role": "user", "content": CONTINUE_INSTRUCTION})
+    return out
+
+
+class GroqProvider:
+    name = "groq"
+
+    def __init__(self, api_key: str, base_url: str | None = None, *, pool: int = 100) -> None:
+        limits = http_module(groq).Limits(max_connections=pool, max_keepalive_connections=pool)
+        self._http = groq.DefaultAsyncHttpxClient(limits=limits)
+        self.client = groq.AsyncGroq(api_key=api_key, base_url=base_url, max_retries=0,
+                                     http_client=self._http)
+
+    async def complete(self, model: str, request: Request, timeout: float) -> Completion:
+        try:
+            resp = await self.client.chat.completions.create(
+                model=model, messages=openai_messages(request), max_tokens=request.max_tokens,
+                timeout=timeout)
+            choice = resp.choices[0]
+            text = choice.message.content or ""
+            usage = resp.usage
+            tokens_in = usage.prompt_tokens if usage else 0
+            tokens_out = usage.completion_tokens if usage else 0
+        except Exception as e:  # classified below; nothing escapes unclassified
+            raise translate(e, groq) from e
+        if choice.finish_reason == "content_filter":
+            raise E.ProviderError(E.CONTENT_FILTERED, "finish_reason=content_filter",
+                                  input_tokens=tokens_in, output_tokens=tokens_out)
+        if not text.strip():
+            raise E.ProviderError(E.EMPTY, f"finish_reason={choice.finish_reason}",
+                                  input_tokens=tokens_in, output_tokens=tokens_out)
+        return Completion(text, tokens_in, tokens_out, choice.finish_reason)
+
+    async def stream(self, model: str, request: Request, timeout: float) -> AsyncIterator[str | Completion]:
+        st = StreamState()
+        try:
+            chunks = await self.client.chat.completions.create(
+                model=model, messages=openai_messages(request), max_tokens=request.max_tokens,
+                stream=True, timeout=timeout)
+            async with chunks:
+                async for chunk in chunks:
+                    usage = chunk.usage or (chunk.x_groq.usage if chunk.x_groq else None)
+                    if usage:
+                        st.input_tokens, st.output_tokens = usage.prompt_tokens, usage.completion_tokens
+                        st.usage_seen = True
+                    for choice in chunk.choices:
+                        if choice.delta.content:
+                            st.text.append(choice.delta.content)
+                            yield choice.delta.content
+                        if choice.finish_reason:
+                            st.finish_reason = choice.finish_reason
+        except Exception as e:
+            raise with_progress(translate(e, groq), st, request) from e
+        finish_stream(st, request)
+        yield Completion(st.partial, st.input_tokens, st.output_tokens, st.finish_reason,
+                         usage_estimated=not st.usage_seen)
+
+    async def aclose(self) -> None:
+        await self.client.close()

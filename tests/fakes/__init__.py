@@ -1,0 +1,1 @@
+"""Local fake servers that speak real wire formats, shared by tests and bench scripts."""

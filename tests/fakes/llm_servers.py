@@ -1,0 +1,500 @@
+"""Fake Groq, Anthropic and Gemini servers on 127.0.0.1 that speak each provider's real
+wire format — JSON shapes, SSE events, status codes, error bodies, Retry-After and
+rate-limit headers — so tests and benchmarks run the real SDKs over real HTTP.
+
+Behaviour per request is scriptable and every request is recorded:
+
+    async with FakeProviders() as fp:
+        fp.groq.script(rate_limited(retry_after=2), ok("second try"))  # next two requests
+        fp.gemini.default = black_hole()                              # every other request
+        env = fp.env()          # GROQ_BASE_URL, GEMINI_BASE_URL, ANTHROPIC_BASE_URL + keys
+        ...
+        assert fp.groq.requests[0].model == "llama-3.3-70b-versatile"
+
+Connection refused cannot be a per-request behaviour (the socket must not exist):
+point a provider at `fp.dead_url` (`fp.env(refused={"groq"})`).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+__all__ = [
+    "Behaviour", "Recorded", "FakeServer", "FakeGroq", "FakeAnthropic", "FakeGemini", "FakeProviders",
+    "ok", "rate_limited", "server_error", "overloaded", "black_hole", "reset", "malformed", "empty",
+    "auth_error", "bad_request", "cut", "safety", "KEYS", "dead_url",
+]
+
+KEYS = {"groq": "gsk_test_groq_key_0123456789", "gemini": "AIza_test_gemini_key_0123456789",
+        "claude": "sk-ant-test-claude-key-0123456789"}
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """What the server does with one request."""
+
+    kind: str = "ok"
+    text: str = "Hello! How can I help you today?"
+    latency: float = 0.0           # seconds before the response starts
+    chunk_delay: float = 0.0       # seconds between streamed chunks
+    retry_after: float | None = None
+    cut_after: int = 2             # chunks sent before a "cut" stream breaks
+    input_tokens: int = 20
+    output_tokens: int | None = None  # default: the number of words in `text`
+
+    @property
+    def out_tokens(self) -> int:
+        return len(self.text.split()) if self.output_tokens is None else self.output_tokens
+
+    def chunks(self) -> list[str]:
+        words = self.text.split(" ")
+        return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+
+def ok(text: str = Behaviour.text, latency: float = 0.0, **kw: Any) -> Behaviour:
+    return Behaviour("ok", text, latency, **kw)
+
+
+def rate_limited(retry_after: float | None = 2.0, **kw: Any) -> Behaviour:
+    return Behaviour("rate_limited", retry_after=retry_after, **kw)
+
+
+def server_error(**kw: Any) -> Behaviour:
+    return Behaviour("server_error", **kw)
+
+
+def overloaded(retry_after: float | None = None, **kw: Any) -> Behaviour:
+    return Behaviour("overloaded", retry_after=retry_after, **kw)
+
+
+def black_hole() -> Behaviour:
+    """Accepts the request and never answers."""
+    return Behaviour("black_hole")
+
+
+def reset() -> Behaviour:
+    """Closes the connection without a response."""
+    return Behaviour("reset")
+
+
+def malformed(**kw: Any) -> Behaviour:
+    return Behaviour("malformed", **kw)
+
+
+def empty(**kw: Any) -> Behaviour:
+    return Behaviour("empty", **kw)
+
+
+def auth_error() -> Behaviour:
+    return Behaviour("auth")
+
+
+def bad_request() -> Behaviour:
+    return Behaviour("bad_request")
+
+
+def cut(text: str = "The quick brown fox jumps over the lazy dog.", cut_after: int = 3, **kw: Any) -> Behaviour:
+    """A stream that breaks after `cut_after` chunks (a non-stream request gets a truncated body)."""
+    return Behaviour("cut", text, cut_after=cut_after, **kw)
+
+
+def safety() -> Behaviour:
+    """The provider's safety system refuses to answer."""
+    return Behaviour("safety", text="")
+
+
+@dataclass(frozen=True)
+class Recorded:
+    path: str
+    model: str
+    stream: bool
+    headers: dict[str, str]
+    body: Any
+    at: float = field(default_factory=time.monotonic)
+
+
+def dead_url() -> str:
+    """A base URL where nothing listens: connections are refused."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.1:{port}"
+
+
+class FakeServer:
+    """One provider. Scripted behaviours are used first (in order), then
+    `per_model[model]`, then `default`."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.default: Behaviour = ok()
+        self.per_model: dict[str, Behaviour] = {}
+        self._script: deque[Behaviour] = deque()
+        self.requests: list[Recorded] = []
+        self._runner: web.AppRunner | None = None
+        self._closing = asyncio.Event()
+        self.url = ""
+
+    # -- scripting ----------------------------------------------------------------
+    def script(self, *behaviours: Behaviour) -> None:
+        self._script.extend(behaviours)
+
+    def reset_state(self) -> None:
+        self.default, self.per_model = ok(), {}
+        self._script.clear()
+        self.requests.clear()
+
+    def _next(self, model: str) -> Behaviour:
+        if self._script:
+            return self._script.popleft()
+        return self.per_model.get(model, self.default)
+
+    # -- lifecycle ----------------------------------------------------------------
+    def routes(self) -> list[web.RouteDef]:
+        raise NotImplementedError
+
+    async def start(self) -> "FakeServer":
+        app = web.Application(client_max_size=32 * 1024 * 1024)
+        app.add_routes(self.routes())
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- shared response machinery --------------------------------------------------
+    async def _handle(self, request: web.Request, model: str, stream: bool) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        self.requests.append(Recorded(request.path_qs, model, stream, dict(request.headers), body))
+        if not self._authorised(request):
+            return self.error(401)
+        b = self._next(model)
+        if b.latency:
+            await asyncio.sleep(b.latency)
+        if b.kind == "black_hole":
+            await self._closing.wait()  # released (and dropped) when the server stops
+            _abort(request)
+            return web.Response()
+        if b.kind == "reset":
+            _abort(request)
+            return web.Response()
+        status = {"rate_limited": 429, "server_error": 500, "overloaded": self.overload_status,
+                  "auth": 401, "bad_request": 400}.get(b.kind)
+        if status:
+            return self.error(status, b.retry_after)
+        if b.kind == "malformed" and stream:
+            resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+            await resp.prepare(request)
+            await resp.write(self.malformed_sse)
+            await resp.write_eof()
+            return resp
+        if b.kind == "malformed":
+            return web.Response(status=200, text='{"id": "x", "choices": [{"mess', content_type="application/json")
+        if stream:
+            return await self._stream(request, model, b)
+        if b.kind == "cut":
+            return await self._truncated(request, self.completion(model, b))
+        return web.json_response(self.completion(model, b))
+
+    async def _stream(self, request: web.Request, model: str, b: Behaviour) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
+        await resp.prepare(request)
+        for i, event in enumerate(self.sse_events(model, b)):
+            if b.kind == "cut" and i >= b.cut_after + self.preamble_events:
+                await asyncio.sleep(0.01)  # let the client read what was sent before the break
+                _abort(request)
+                return resp
+            await resp.write(event.encode())
+            if b.chunk_delay:
+                await asyncio.sleep(b.chunk_delay)
+        await resp.write_eof()
+        return resp
+
+    async def _truncated(self, request: web.Request, payload: dict) -> web.StreamResponse:
+        data = json.dumps(payload).encode()
+        resp = web.StreamResponse(headers={"content-type": "application/json", "content-length": str(len(data))})
+        await resp.prepare(request)
+        await resp.write(data[: len(data) // 2])
+        await asyncio.sleep(0.01)
+        _abort(request)
+        return resp
+
+    # -- provider-specific ------------------------------------------------------------
+    overload_status = 503
+    preamble_events = 0  # SSE events before the first text chunk
+    malformed_sse = b'data: {"candidates": [{"content": {"parts": [{"tex\n\n'
+
+    def _authorised(self, request: web.Request) -> bool:
+        raise NotImplementedError
+
+    def error(self, status: int, retry_after: float | None = None) -> web.Response:
+        raise NotImplementedError
+
+    def completion(self, model: str, b: Behaviour) -> dict:
+        raise NotImplementedError
+
+    def sse_events(self, model: str, b: Behaviour) -> list[str]:
+        raise NotImplementedError
+
+
+def _abort(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.abort()
+
+
+def _retry_headers(retry_after: float | None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    headers = dict(extra or {})
+    if retry_after is not None:
+        headers["retry-after"] = f"{retry_after:g}"
+    return headers
+
+
+class FakeGroq(FakeServer):
+    """OpenAI-compatible `/openai/v1/chat/completions`, as Groq serves it."""
+
+    name = "groq"
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/openai/v1/chat/completions", self._route)]
+
+    async def _route(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            body = {}
+        return await self._handle(request, str(body.get("model", "")), bool(body.get("stream")))
+
+    def _authorised(self, request: web.Request) -> bool:
+        return request.headers.get("authorization", "").startswith("Bearer ")
+
+    def error(self, status: int, retry_after: float | None = None) -> web.Response:
+        kinds = {429: ("rate_limit_exceeded", "tokens", "Rate limit reached for model. Please try again in 2s."),
+                 401: ("invalid_api_key", "invalid_request_error", "Invalid API Key"),
+                 400: ("bad_request", "invalid_request_error", "messages: bad request"),
+                 500: ("internal_server_error", "internal_server_error", "Internal Server Error"),
+                 503: ("service_unavailable", "internal_server_error", "Service Unavailable: over capacity")}
+        code, typ, msg = kinds.get(status, kinds[500])
+        headers = {"x-request-id": "req_" + uuid.uuid4().hex[:12]}
+        if status == 429:
+            headers.update({"x-ratelimit-limit-requests": "14400", "x-ratelimit-remaining-requests": "0",
+                            "x-ratelimit-reset-requests": "2m59.56s", "x-ratelimit-reset-tokens": "7.66s"})
+        return web.json_response({"error": {"message": msg, "type": typ, "code": code}}, status=status,
+                                 headers=_retry_headers(retry_after, headers))
+
+    def _usage(self, b: Behaviour) -> dict:
+        return {"prompt_tokens": b.input_tokens, "completion_tokens": b.out_tokens,
+                "total_tokens": b.input_tokens + b.out_tokens, "queue_time": 0.01,
+                "prompt_time": 0.001, "completion_time": 0.01, "total_time": 0.011}
+
+    def completion(self, model: str, b: Behaviour) -> dict:
+        text = "" if b.kind in ("empty", "safety") else b.text
+        finish = "content_filter" if b.kind == "safety" else "stop"
+        usage = self._usage(b if b.kind != "empty" else Behaviour(output_tokens=0))
+        return {"id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion", "created": int(time.time()),
+                "model": model, "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                             "logprobs": None, "finish_reason": finish}],
+                "usage": usage, "system_fingerprint": "fp_fake", "x_groq": {"id": "req_fake"}}
+
+    def sse_events(self, model: str, b: Behaviour) -> list[str]:
+        cid, created = "chatcmpl-" + uuid.uuid4().hex, int(time.time())
+
+        def chunk(delta: dict, finish: str | None = None, **extra: Any) -> str:
+            c = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                 "system_fingerprint": "fp_fake",
+                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **extra}
+            return f"data: {json.dumps(c)}\n\n"
+
+        events = [chunk({"role": "assistant", "content": ""}, x_groq={"id": "req_fake"})]
+        pieces = [] if b.kind in ("empty", "safety") else b.chunks()
+        events += [chunk({"content": p}) for p in pieces]
+        usage = self._usage(b if pieces else Behaviour(output_tokens=0))
+        finish = "content_filter" if b.kind == "safety" else "stop"
+        events.append(chunk({}, finish, usage=usage, x_groq={"id": "req_fake", "usage": usage}))
+        events.append("data: [DONE]\n\n")
+        return events
+
+    preamble_events = 1
+    malformed_sse = b'data: {"id": "chatcmpl-x", "choices": [{"del\n\n'
+
+
+class FakeAnthropic(FakeServer):
+    """`/v1/messages`, as Anthropic serves it (529 overloaded_error included)."""
+
+    name = "claude"
+    overload_status = 529
+    preamble_events = 3  # message_start, content_block_start, ping
+    malformed_sse = b'event: message_start\ndata: {"type": "message_start", "mess\n\n'
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/v1/messages", self._route)]
+
+    async def _route(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            body = {}
+        return await self._handle(request, str(body.get("model", "")), bool(body.get("stream")))
+
+    def _authorised(self, request: web.Request) -> bool:
+        # anthropic SDKs send the key as x-api-key, recent ones as a Bearer token.
+        has_key = bool(request.headers.get("x-api-key")) or request.headers.get("authorization", "").startswith("Bearer ")
+        return has_key and "anthropic-version" in request.headers
+
+    def error(self, status: int, retry_after: float | None = None) -> web.Response:
+        kinds = {429: ("rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit"),
+                 401: ("authentication_error", "invalid x-api-key"),
+                 400: ("invalid_request_error", "messages: at least one message is required"),
+                 500: ("api_error", "Internal server error"),
+                 529: ("overloaded_error", "Overloaded")}
+        typ, msg = kinds.get(status, kinds[500])
+        headers = {"request-id": "req_" + uuid.uuid4().hex[:12]}
+        if status == 429:
+            headers["anthropic-ratelimit-requests-remaining"] = "0"
+        return web.json_response({"type": "error", "error": {"type": typ, "message": msg}}, status=status,
+                                 headers=_retry_headers(retry_after, headers))
+
+    def _message(self, model: str, b: Behaviour, text: str, stop: str | None, out: int) -> dict:
+        return {"id": "msg_" + uuid.uuid4().hex[:24], "type": "message", "role": "assistant", "model": model,
+                "content": [{"type": "text", "text": text}] if text else [], "stop_reason": stop,
+                "stop_sequence": None, "usage": {"input_tokens": b.input_tokens, "output_tokens": out}}
+
+    def completion(self, model: str, b: Behaviour) -> dict:
+        if b.kind in ("empty", "safety"):
+            return self._message(model, b, "", "refusal" if b.kind == "safety" else "end_turn", 0)
+        return self._message(model, b, b.text, "end_turn", b.out_tokens)
+
+    def sse_events(self, model: str, b: Behaviour) -> list[str]:
+        def ev(kind: str, data: dict) -> str:
+            return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n"
+
+        start = self._message(model, b, "", None, 1)
+        events = [ev("message_start", {"message": start}),
+                  ev("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+                  ev("ping", {})]
+        pieces = [] if b.kind in ("empty", "safety") else b.chunks()
+        events += [ev("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": p}}) for p in pieces]
+        stop = "refusal" if b.kind == "safety" else "end_turn"
+        events += [ev("content_block_stop", {"index": 0}),
+                   ev("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None},
+                                        "usage": {"output_tokens": b.out_tokens if pieces else 0}}),
+                   ev("message_stop", {})]
+        return events
+
+
+class FakeGemini(FakeServer):
+    """`/v1beta/models/{model}:generateContent` and `:streamGenerateContent?alt=sse`."""
+
+    name = "gemini"
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/v1beta/models/{spec}", self._route)]
+
+    async def _route(self, request: web.Request) -> web.StreamResponse:
+        model, _, action = request.match_info["spec"].partition(":")
+        if action not in ("generateContent", "streamGenerateContent"):
+            return self.error(404)
+        stream = action == "streamGenerateContent"
+        if stream and request.query.get("alt") != "sse":
+            return self.error(400)
+        return await self._handle(request, model, stream)
+
+    def _authorised(self, request: web.Request) -> bool:
+        return bool(request.headers.get("x-goog-api-key"))
+
+    def error(self, status: int, retry_after: float | None = None) -> web.Response:
+        kinds = {429: ("RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
+                 401: ("UNAUTHENTICATED", "Request had invalid authentication credentials."),
+                 400: ("INVALID_ARGUMENT", "Request contains an invalid argument."),
+                 404: ("NOT_FOUND", "Method not found."),
+                 500: ("INTERNAL", "An internal error has occurred."),
+                 503: ("UNAVAILABLE", "The model is overloaded. Please try again later.")}
+        st, msg = kinds.get(status, kinds[500])
+        err: dict[str, Any] = {"code": status, "message": msg, "status": st}
+        if status == 429 and retry_after is not None:
+            err["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after:g}s"}]
+        return web.json_response({"error": err}, status=status)
+
+    def _response(self, model: str, b: Behaviour, text: str, finish: str | None, out: int) -> dict:
+        resp: dict[str, Any] = {"modelVersion": model, "responseId": uuid.uuid4().hex[:16],
+                                "usageMetadata": {"promptTokenCount": b.input_tokens, "candidatesTokenCount": out,
+                                                  "totalTokenCount": b.input_tokens + out}}
+        if b.kind == "safety":
+            resp["promptFeedback"] = {"blockReason": "SAFETY", "safetyRatings": [
+                {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH"}]}
+            return resp
+        cand: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+        if finish:
+            cand["finishReason"] = finish
+        resp["candidates"] = [cand]
+        return resp
+
+    def completion(self, model: str, b: Behaviour) -> dict:
+        if b.kind == "empty":
+            return self._response(model, b, "", "STOP", 0)
+        return self._response(model, b, b.text, "STOP", b.out_tokens)
+
+    def sse_events(self, model: str, b: Behaviour) -> list[str]:
+        if b.kind in ("empty", "safety"):
+            return [f"data: {json.dumps(self._response(model, b, '', 'STOP', 0))}\r\n\r\n"]
+        pieces = b.chunks()
+        events, done = [], 0
+        for i, p in enumerate(pieces):
+            done += len(p.split())
+            last = i == len(pieces) - 1
+            events.append(f"data: {json.dumps(self._response(model, b, p, 'STOP' if last else None, done))}\r\n\r\n")
+        return events
+
+
+class FakeProviders:
+    """All three fake providers on ephemeral ports, as one async context manager."""
+
+    def __init__(self) -> None:
+        self.groq, self.claude, self.gemini = FakeGroq(), FakeAnthropic(), FakeGemini()
+        self.dead_url = ""
+
+    @property
+    def servers(self) -> dict[str, FakeServer]:
+        return {"groq": self.groq, "gemini": self.gemini, "claude": self.claude}
+
+    async def __aenter__(self) -> "FakeProviders":
+        for s in self.servers.values():
+            await s.start()
+        self.dead_url = dead_url()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for s in self.servers.values():
+            await s.stop()
+
+    def env(self, *, keys: bool = True, refused: set[str] | frozenset[str] = frozenset()) -> dict[str, str]:
+        """Variables pointing the bot at these servers (`refused`: providers pointed at a dead port)."""
+        url = {name: (self.dead_url if name in refused else s.url) for name, s in self.servers.items()}
+        env = {"GROQ_BASE_URL": url["groq"], "GEMINI_BASE_URL": url["gemini"], "ANTHROPIC_BASE_URL": url["claude"]}
+        if keys:
+            env.update(GROQ_API_KEY=KEYS["groq"], GEMINI_API_KEY=KEYS["gemini"], ANTHROPIC_API_KEY=KEYS["claude"])
+        return env
+
+    def reset_state(self) -> None:
+        for s in self.servers.values():
+            s.reset_state()
