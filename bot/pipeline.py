@@ -52,7 +52,9 @@ class SupportBot:
         self.history_turns = history_turns
         self._resources = list(resources)
         # Shared objects other front ends need (ledger, FAQ store, config, renderer...).
-        self.services: dict[str, object] = dict(services or {})
+        # The same dict the plugins were given (not a copy), so what an adapter registers
+        # later (channels, the staff desk) is visible to the plugins' services too.
+        self.services: dict[str, object] = services if services is not None else {}
         self._closed = False
 
     @classmethod

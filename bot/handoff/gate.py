@@ -1,0 +1,33 @@
+"""The first tier: while a person has the conversation, the bot stays quiet.
+
+A handed-off conversation's new messages go to staff (through the desk) and the
+customer gets no bot answer — except, outside staff hours, once a day, a note
+saying when a person will answer.
+"""
+from __future__ import annotations
+
+from ..models import Event, Reply
+from ..turn import TurnContext
+from .service import HandoffService
+
+__all__ = ["HandoffGate"]
+
+
+class HandoffGate:
+    name = "handoff"
+
+    def __init__(self, service: HandoffService) -> None:
+        self.service = service
+
+    async def answer(self, event: Event, turn: TurnContext) -> Reply | None:
+        if turn.route == "staff":
+            return None
+        handoff = await self.service.active(event.platform, event.conversation_id)
+        if handoff is None:
+            return None
+        await self.service.customer_wrote(handoff, event)
+        notice = await self.service.hours_notice(event.platform, event.conversation_id)
+        meta = {"handoff": "forwarded", "handoff_id": handoff.id}
+        if notice:
+            meta["hours_notice"] = True
+        return Reply(text=notice or "", tier="staff", meta=meta)
