@@ -1,0 +1,169 @@
+"""Circuit breakers: one per provider+model, plus one per provider for the host itself.
+
+Why two levels: a model can be overloaded while its siblings answer, but a refused
+connection or a black hole is the whole host — once known dead, none of its models
+should cost the customer a timeout.
+
+Rules (FIELD_NOTES): a 429 is a *rate signal*, not an outage — the model is paused for
+exactly what the provider asked (Retry-After / reset headers), without counting toward
+opening. Health failures (5xx, overload, timeout, connection, malformed, empty, cut)
+count; after `threshold` in a row the breaker opens for a cooldown (at least what the
+provider asked), doubling on each failed probe up to `max_cooldown`. When the cooldown
+ends exactly ONE request probes (half-open); the others keep skipping until it
+succeeds, so a dead provider is not hit by the whole waiting wave again.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from . import errors as E
+
+__all__ = ["Breaker", "BreakerBoard", "CLOSED", "OPEN", "HALF_OPEN", "PAUSED", "DISABLED"]
+
+CLOSED, OPEN, HALF_OPEN, PAUSED, DISABLED = "closed", "open", "half_open", "paused", "disabled"
+MAX_PAUSE_S = 300.0  # never trust a reset header further than this
+
+
+@dataclass
+class Breaker:
+    provider: str
+    model: str  # "*" for the provider-wide (host) breaker
+    threshold: int = 3
+    cooldown: float = 10.0
+    max_cooldown: float = 300.0
+    clock: Callable[[], float] = time.monotonic
+    failures: int = 0
+    open_until: float = 0.0
+    paused_until: float = 0.0
+    current_cooldown: float = 0.0
+    opened: bool = False
+    probing: bool = False
+    disabled: str | None = None  # why (e.g. "auth"); stays off until restart
+    last_reason: str | None = None
+    _on_open: list[Callable[["Breaker", str], None]] = field(default_factory=list, repr=False)
+
+    @property
+    def state(self) -> str:
+        now = self.clock()
+        if self.disabled:
+            return DISABLED
+        if self.opened:
+            return OPEN if now < self.open_until else HALF_OPEN
+        if now < self.paused_until:
+            return PAUSED
+        return CLOSED
+
+    def available(self) -> str | None:
+        """None when a request may go now; else the reason it may not."""
+        if self.disabled:
+            return f"disabled_{self.disabled}"
+        now = self.clock()
+        if self.opened:
+            if now < self.open_until:
+                return "breaker_open"
+            if self.probing:
+                return "breaker_probing"
+            return None
+        if now < self.paused_until:
+            return "rate_limited"
+        return None
+
+    def acquire(self) -> bool:
+        """Take the go-ahead found by `available()`; True when this request is the probe."""
+        if self.opened and not self.probing:
+            self.probing = True
+            return True
+        return False
+
+    def release(self, was_probe: bool) -> None:
+        """A probe that ended without a verdict (cancelled, deadline) gives its turn back."""
+        if was_probe:
+            self.probing = False
+
+    def success(self) -> None:
+        self.failures = 0
+        self.opened = self.probing = False
+        self.current_cooldown = 0.0
+        self.last_reason = None
+
+    def failure(self, outcome: str, retry_after: float | None = None, was_probe: bool = False) -> None:
+        now = self.clock()
+        self.last_reason = outcome
+        if outcome == E.RATE_LIMITED:
+            # A rate signal: wait what was asked (or a short default), never an outage.
+            self.paused_until = max(self.paused_until, now + min(retry_after or 1.0, MAX_PAUSE_S))
+            if was_probe:
+                self.probing = False
+                self.open_until = max(self.open_until, self.paused_until)
+            return
+        if outcome not in E.HEALTH_FAILURES:
+            self.release(was_probe)
+            return
+        self.failures += 1
+        if was_probe or (not self.opened and self.failures >= self.threshold):
+            base = self.cooldown if not was_probe else min(self.max_cooldown, max(self.cooldown, self.current_cooldown * 2))
+            self.current_cooldown = base
+            wait = max(base, min(retry_after or 0.0, MAX_PAUSE_S))
+            newly = not self.opened
+            self.opened, self.probing = True, False
+            self.open_until = now + wait
+            if newly:
+                for cb in self._on_open:
+                    cb(self, outcome)
+        elif retry_after:
+            # e.g. 503/529 with Retry-After: honour it even before the breaker opens.
+            self.paused_until = max(self.paused_until, now + min(retry_after, MAX_PAUSE_S))
+
+    def disable(self, reason: str) -> None:
+        newly = self.disabled is None
+        self.disabled = reason
+        if newly:
+            for cb in self._on_open:
+                cb(self, reason)
+
+    def snapshot(self) -> dict[str, object]:
+        now = self.clock()
+        until = self.open_until if self.opened else self.paused_until
+        return {"provider": self.provider, "model": self.model, "state": self.state,
+                "failures": self.failures, "reason": self.disabled or self.last_reason,
+                "retry_in_s": round(max(0.0, until - now), 3)}
+
+
+class BreakerBoard:
+    """All breakers, created on first use; kept in `services["breakers"]` for /metrics
+    and `tierbot check`."""
+
+    def __init__(self, *, threshold: int = 3, cooldown: float = 10.0, max_cooldown: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.threshold, self.cooldown, self.max_cooldown, self.clock = threshold, cooldown, max_cooldown, clock
+        self._breakers: dict[tuple[str, str], Breaker] = {}
+        self._listeners: list[Callable[[Breaker, str], None]] = []
+
+    def on_open(self, callback: Callable[[Breaker, str], None]) -> None:
+        """Called (synchronously) whenever a breaker opens or a provider is disabled."""
+        self._listeners.append(callback)
+        for b in self._breakers.values():
+            b._on_open.append(callback)
+
+    def get(self, provider: str, model: str = "*") -> Breaker:
+        key = (provider, model)
+        b = self._breakers.get(key)
+        if b is None:
+            b = Breaker(provider, model, self.threshold, self.cooldown, self.max_cooldown, self.clock)
+            b._on_open.extend(self._listeners)
+            self._breakers[key] = b
+        return b
+
+    def host(self, provider: str) -> Breaker:
+        return self.get(provider, "*")
+
+    def __iter__(self) -> Iterator[Breaker]:
+        return iter(list(self._breakers.values()))
+
+    def states(self) -> list[dict[str, object]]:
+        return [b.snapshot() for b in self]
+
+    def state(self, provider: str, model: str = "*") -> str:
+        return self.get(provider, model).state

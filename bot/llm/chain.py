@@ -1,0 +1,338 @@
+"""The LLM tier: tries a route's provider/model steps in order under one deadline.
+
+For each step it asks, in order: is the provider switched off (bad key)? can the
+model see the image? does a provider gate (e.g. the budget cap) object? is a breaker
+open? does an attempt still fit in the deadline? Each "no" is recorded as a skipped
+attempt with its reason. Each real attempt is classified, charged for the tokens it
+consumed, fed to the breakers and logged as one key=value line naming what comes next.
+When nothing is left or nothing fits, it returns None and the templates answer.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..logs import kv
+from ..models import Attempt, Event, Reply
+from ..pricing import PriceBook
+from ..turn import TurnContext
+from . import errors as E
+from .breaker import BreakerBoard
+from .hedging import HedgeBudget, LatencyWindow
+from .prompt import PromptBuilder
+from .providers.base import Completion, Provider, Request
+from .routes import LLMSettings, Step
+
+__all__ = ["ChainTier", "Outcome"]
+
+log = logging.getLogger("tierbot.llm")
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The result of one attempt: a completion or a classified error."""
+
+    step: Step
+    completion: Completion | None
+    error: E.ProviderError | None
+    latency_s: float
+
+
+class ChainTier:
+    """Tier "llm". Also a `StreamingTier` (see `streaming.py`)."""
+
+    name = "llm"
+
+    def __init__(self, providers: Mapping[str, Provider], settings: LLMSettings, prompt: PromptBuilder,
+                 prices: PriceBook, breakers: BreakerBoard, services: dict[str, Any] | None = None,
+                 fallback: Any = None) -> None:
+        self.providers = dict(providers)
+        self.settings = settings
+        self.prompt = prompt
+        self.prices = prices
+        self.breakers = breakers
+        self.services = services if services is not None else {}
+        self.fallback = fallback  # a tier that always answers, to replace a cut stream
+        self.disabled: dict[str, str] = {}
+        self.latency: dict[Step, LatencyWindow] = {}
+        self.hedge_budget = HedgeBudget(settings.hedge_budget)
+        self._unknown_routes: set[str] = set()
+        self._tasks: set[asyncio.Task] = set()
+        breakers.on_open(self._breaker_opened)
+
+    # -- the tier ----------------------------------------------------------------------
+    async def answer(self, event: Event, turn: TurnContext) -> Reply | None:
+        request = self.prompt.build(event, turn.history)
+        self.hedge_budget.count_request()
+        candidates = self.candidates(event, turn)
+        pending: Outcome | None = None
+        for step, budget in candidates:
+            self._log_failure(pending, next_=step.provider)
+            pending = None
+            if self.settings.hedging:
+                outcome = await self._hedged(step, budget, request, turn, candidates)
+            else:
+                outcome = await self.attempt(step, request, budget, turn)
+            if outcome.completion is not None:
+                return self._reply(outcome, turn)
+            pending = outcome
+            if outcome.error.outcome == E.CONTENT_FILTERED and not self.settings.filter_fallthrough:
+                break
+            candidates.failed(outcome)
+        self._log_failure(pending, next_="templates")
+        return None
+
+    def stream(self, event: Event, turn: TurnContext) -> AsyncIterator[str | Reply]:
+        from .streaming import stream_reply
+
+        return stream_reply(self, event, turn)
+
+    async def aclose(self) -> None:
+        for p in self.providers.values():
+            try:
+                await p.aclose()
+            except Exception:
+                log.exception("closing provider %s failed", p.name)
+        for t in list(self._tasks):
+            t.cancel()
+
+    # -- choosing steps ------------------------------------------------------------------
+    def route_steps(self, event: Event, turn: TurnContext) -> tuple[str, tuple[Step, ...]]:
+        name = turn.route or "customer"
+        if name not in self.settings.routes:
+            if name not in self._unknown_routes:
+                self._unknown_routes.add(name)
+                log.warning(kv(event="unknown_route", route=name, using="customer"))
+            name = "customer"
+        return name, tuple(s for s in self.settings.routes[name] if s.provider in self.providers)
+
+    def candidates(self, event: Event, turn: TurnContext) -> "Candidates":
+        return Candidates(self, event, turn)
+
+    def skip_reason(self, step: Step, event: Event) -> str | None:
+        if step.provider in self.disabled:
+            return f"disabled_{self.disabled[step.provider]}"
+        if event.images and not self.settings.is_vision(step):
+            return "no_vision"
+        for gate in self.services.get("provider_gates", ()) or ():
+            try:
+                reason = gate.skip_reason(step.provider, step.model)
+            except Exception:
+                log.exception("provider gate %s failed; ignoring it", type(gate).__name__)
+                continue
+            if reason:
+                return reason
+        return (self.breakers.host(step.provider).available()
+                or self.breakers.get(step.provider, step.model).available())
+
+    def budget(self, turn: TurnContext) -> float:
+        return turn.deadline.budget(cap=self.settings.attempt_timeout_s, reserve=self.settings.reserve_s)
+
+    # -- one attempt ---------------------------------------------------------------------------
+    async def attempt(self, step: Step, request: Request, budget: float, turn: TurnContext) -> Outcome:
+        """Run one non-streaming attempt within `budget` seconds; record and account it."""
+        host, model = self.breakers.host(step.provider), self.breakers.get(step.provider, step.model)
+        probes = (host.acquire(), model.acquire())
+        t0 = time.perf_counter()
+        completion, error = None, None
+        try:
+            async with asyncio.timeout(budget):
+                completion = await self.providers[step.provider].complete(step.model, request, budget + 1.0)
+        except E.ProviderError as e:
+            error = e
+        except TimeoutError:
+            error = E.ProviderError(E.TIMEOUT, f"no answer within {budget:.2f}s")
+        except asyncio.CancelledError:
+            host.release(probes[0])
+            model.release(probes[1])
+            self.record(turn, Outcome(step, None, E.ProviderError("cancelled"), time.perf_counter() - t0))
+            raise
+        except Exception as e:  # a provider bug must not take the chain down
+            log.exception(kv(provider=step.provider, model=step.model, outcome="error"))
+            error = E.ProviderError(E.MALFORMED, type(e).__name__)
+        outcome = Outcome(step, completion, error, time.perf_counter() - t0)
+        self.settle(outcome, probes, turn)
+        return outcome
+
+    def settle(self, outcome: Outcome, probes: tuple[bool, bool], turn: TurnContext,
+               *, first_token_s: float | None = None) -> None:
+        """Feed the breakers, remember latency, handle auth, record the attempt."""
+        step = outcome.step
+        host, model = self.breakers.host(step.provider), self.breakers.get(step.provider, step.model)
+        err = outcome.error
+        if err is None:
+            host.success()
+            model.success()
+            self.latency.setdefault(step, LatencyWindow()).add(
+                first_token_s if first_token_s is not None else outcome.latency_s)
+        elif err.outcome in E.TRANSPORT_FAILURES:
+            host.failure(err.outcome, err.retry_after, probes[0])
+            model.release(probes[1])
+        else:
+            host.success()  # it answered: the host is reachable
+            if err.outcome == E.AUTH:
+                self.disable(step.provider, err)
+            model.failure(err.outcome, err.retry_after, probes[1])
+        self.record(turn, outcome)
+
+    def record(self, turn: TurnContext, outcome: Outcome) -> Attempt:
+        step, err, comp = outcome.step, outcome.error, outcome.completion
+        src = comp or err
+        tokens_in, tokens_out = (src.input_tokens, src.output_tokens) if src is not None else (0, 0)
+        estimated = comp.usage_estimated if comp else bool(err and err.usage_estimated)
+        detail = err.detail if err else None
+        if estimated:
+            detail = f"{detail}; usage_estimated" if detail else "usage_estimated"
+        attempt = Attempt(
+            provider=step.provider, model=step.model, outcome=err.outcome if err else E.OK,
+            latency_ms=round(outcome.latency_s * 1000, 3), detail=detail,
+            input_tokens=tokens_in, output_tokens=tokens_out,
+            cost_usd=self.prices.cost(step.provider, step.model, tokens_in, tokens_out),
+            retry_after=err.retry_after if err else None)
+        turn.record(attempt)
+        return attempt
+
+    def disable(self, provider: str, err: E.ProviderError) -> None:
+        if provider in self.disabled:
+            return
+        self.disabled[provider] = E.AUTH
+        self.breakers.host(provider).disable(E.AUTH)
+        from .routes import KEY_VARS
+
+        log.error(kv(provider=provider, outcome="auth", status=err.status,
+                     action="switched_off_until_restart", fix=f"check {KEY_VARS.get(provider, 'its API key')}"))
+
+    def _reply(self, outcome: Outcome, turn: TurnContext, **meta: Any) -> Reply:
+        step, comp = outcome.step, outcome.completion
+        assert comp is not None
+        self.prices.observe(step.provider, self.prices.cost(step.provider, step.model,
+                                                             comp.input_tokens, comp.output_tokens))
+        log.info(kv(provider=step.provider, model=step.model, outcome="ok",
+                    latency_ms=round(outcome.latency_s * 1000, 1),
+                    tokens=f"{comp.input_tokens}+{comp.output_tokens}"))
+        return Reply(text=comp.text.strip(), tier="llm", provider=step.provider, model=step.model,
+                     meta={"route": turn.route, **meta})
+
+    def _log_failure(self, outcome: Outcome | None, next_: str) -> None:
+        if outcome is None or outcome.error is None:
+            return
+        err = outcome.error
+        log.warning(kv(provider=outcome.step.provider, model=outcome.step.model, outcome=err.outcome,
+                       latency_ms=round(outcome.latency_s * 1000, 1), retry_after=err.retry_after,
+                       detail=err.detail or None, next=next_))
+
+    # -- hedging -----------------------------------------------------------------------------
+    async def _hedged(self, step: Step, budget: float, request: Request, turn: TurnContext,
+                      candidates: "Candidates") -> Outcome:
+        window = self.latency.get(step)
+        p95 = window.quantile(0.95) if window and len(window) >= self.settings.hedge_min_samples else None
+        if p95 is None or p95 >= budget:
+            return await self.attempt(step, request, budget, turn)
+        first = asyncio.ensure_future(self.attempt(step, request, budget, turn))
+        done, _ = await asyncio.wait({first}, timeout=p95)
+        if done:
+            return first.result()
+        second_step = candidates.peek_hedge()
+        if second_step is None or not self.hedge_budget.try_spend():
+            return await first
+        step2, budget2 = second_step
+        log.info(kv(provider=step.provider, model=step.model, event="hedge", after_ms=round(p95 * 1000, 1),
+                     hedge=f"{step2.provider}/{step2.model}"))
+        second = asyncio.ensure_future(self.attempt(step2, request, budget2, turn))
+        pending = {first, second}
+        last: Outcome | None = None
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                outcome = task.result()
+                if outcome.completion is not None:
+                    for other in pending:
+                        other.cancel()
+                    await asyncio.gather(*pending, return_exceptions=True)  # records "cancelled"
+                    return outcome
+                last = outcome
+                if task is second:
+                    candidates.failed(outcome)
+        assert last is not None
+        return last
+
+    # -- events --------------------------------------------------------------------------------
+    def _breaker_opened(self, breaker, reason: str) -> None:
+        log.warning(kv(provider=breaker.provider, model=breaker.model, event="breaker_open", reason=reason,
+                       cooldown_s=round(breaker.current_cooldown, 1) if breaker.opened else None))
+        ledger = self.services.get("ledger")
+        if ledger is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(ledger.record_event(
+            "breaker_open", data={"provider": breaker.provider, "model": breaker.model, "reason": reason}))
+        self._tasks.add(task)
+        task.add_done_callback(self._event_done)
+
+    def _event_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning(kv(event="breaker_open_not_recorded", error=type(task.exception()).__name__))
+
+
+class Candidates:
+    """The steps of a route that may be tried now, in order; records every skip.
+
+    Iterating yields (step, budget). It stops when no attempt fits in the deadline. A
+    transport failure (refused, timeout) skips the same provider's other models for
+    the rest of the turn: they live on the same unreachable host.
+    """
+
+    def __init__(self, chain: ChainTier, event: Event, turn: TurnContext) -> None:
+        self.chain, self.event, self.turn = chain, event, turn
+        self.route, steps = chain.route_steps(event, turn)
+        self._steps = list(steps)
+        self._i = 0
+        self._dead_hosts: set[str] = set()
+        self._reserved: tuple[Step, float] | None = None
+
+    def __iter__(self) -> Iterator[tuple[Step, float]]:
+        return self
+
+    def __next__(self) -> tuple[Step, float]:
+        if self._reserved is not None:
+            item, self._reserved = self._reserved, None
+            return item
+        found = self._find()
+        if found is None:
+            raise StopIteration
+        return found
+
+    def peek_hedge(self) -> tuple[Step, float] | None:
+        """The next eligible step, taken out of the sequence (for a hedge)."""
+        return self._find()
+
+    def failed(self, outcome: Outcome) -> None:
+        if outcome.error is not None and outcome.error.outcome in E.TRANSPORT_FAILURES:
+            self._dead_hosts.add(outcome.step.provider)
+
+    def _find(self) -> tuple[Step, float] | None:
+        while self._i < len(self._steps):
+            step = self._steps[self._i]
+            self._i += 1
+            reason = "host_failed_this_turn" if step.provider in self._dead_hosts else None
+            reason = reason or self.chain.skip_reason(step, self.event)
+            if reason:
+                self.turn.record(Attempt(step.provider, step.model, f"skipped:{reason}"))
+                continue
+            budget = self.chain.budget(self.turn)
+            if budget < self.chain.settings.min_attempt_s:
+                self.turn.record(Attempt(step.provider, step.model, "skipped:deadline"))
+                log.warning(kv(provider=step.provider, model=step.model, outcome="skipped:deadline",
+                               left_s=round(self.turn.deadline.remaining(), 3), next="templates"))
+                self._i = len(self._steps)
+                return None
+            return step, budget
+        return None

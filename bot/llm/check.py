@@ -1,0 +1,65 @@
+"""`tierbot check`: the configured chain, which keys are present (masked), and a tiny
+live request to each provider with its latency. Exits non-zero when none answers."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from ..secrets import mask
+from .errors import ProviderError
+from .providers.base import Message, Request
+from .routes import BASE_URL_VARS, KEY_VARS, LLMSettings
+
+__all__ = ["register", "run_check"]
+
+PING = Request(system="You are a health check. Reply with the single word: pong.",
+               messages=(Message("user", "ping"),), max_tokens=5)
+
+
+async def run_check(args: argparse.Namespace) -> int:
+    from ..config import Config
+    from .plugin import build_providers
+
+    config = Config.from_env()
+    settings = LLMSettings.from_config(config)
+    timeout = args.timeout
+    print(f"chain: {' -> '.join(settings.chain)}")
+    providers = build_providers(config, settings, announce=False)
+    answered = 0
+    for name in settings.chain:
+        key = config.get(KEY_VARS[name])
+        models = settings.models[name]
+        url = config.get(BASE_URL_VARS[name]) or "(default)"
+        print(f"{name}: key {KEY_VARS[name]}={mask(key)} base_url={url} models={','.join(models)}")
+        provider = providers.get(name)
+        if provider is None:
+            print(f"  {name}: skipped (no key)")
+            continue
+        model = models[0]
+        t0 = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout):
+                completion = await provider.complete(model, PING, timeout)
+            ms = (time.perf_counter() - t0) * 1000
+            answered += 1
+            print(f"  {name}/{model}: ok {ms:.0f} ms tokens={completion.input_tokens}+{completion.output_tokens}")
+        except ProviderError as e:
+            ms = (time.perf_counter() - t0) * 1000
+            extra = f" retry_after={e.retry_after:g}s" if e.retry_after is not None else ""
+            print(f"  {name}/{model}: FAILED outcome={e.outcome} ({e.detail}){extra} after {ms:.0f} ms")
+        except TimeoutError:
+            print(f"  {name}/{model}: FAILED outcome=timeout (no answer within {timeout:g}s)")
+    for p in providers.values():
+        await p.aclose()
+    if answered == 0:
+        print("no provider answered: the bot will answer from the cache and templates only")
+        return 1
+    print(f"{answered} of {len(settings.chain)} providers answered")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="show the LLM chain, keys (masked) and a live request to each provider")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each provider (default 10)")
+    p.set_defaults(run=run_check)

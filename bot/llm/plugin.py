@@ -1,0 +1,73 @@
+"""Wires the LLM chain into the bot: `install(parts)` is listed in `bot.app.PLUGINS`.
+
+Adds `services["prices"]` (PriceBook), `services["breakers"]` (BreakerBoard) and an
+empty `services["provider_gates"]` list for later plugins (e.g. the budget cap), then
+the chain tier itself when at least one provider has a key.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ..config import Config
+from ..logs import kv
+from ..pricing import PriceBook
+from ..templates_tier import TemplateTier
+from .breaker import BreakerBoard
+from .chain import ChainTier
+from .prompt import PromptBuilder
+from .providers.base import Provider
+from .routes import BASE_URL_VARS, KEY_VARS, LLMSettings
+
+if TYPE_CHECKING:
+    from ..app import BotParts
+
+__all__ = ["install", "build_providers"]
+
+log = logging.getLogger("tierbot.llm")
+
+
+def build_providers(config: Config, settings: LLMSettings, *, announce: bool = True) -> dict[str, Provider]:
+    """One client per provider in the chain that has a key; one clear line for each that has none."""
+    providers: dict[str, Provider] = {}
+    for name in settings.chain:
+        key = config.get(KEY_VARS[name])
+        if not key:
+            if announce:
+                log.warning(kv(provider=name, status="skipped", reason=f"{KEY_VARS[name]} is not set"))
+            continue
+        base_url = config.get(BASE_URL_VARS[name])
+        if name == "groq":
+            from .providers.groq import GroqProvider
+
+            providers[name] = GroqProvider(key, base_url, pool=settings.pool)
+        elif name == "claude":
+            from .providers.anthropic import AnthropicProvider
+
+            providers[name] = AnthropicProvider(key, base_url, pool=settings.pool)
+        else:
+            from .providers.gemini import GeminiProvider
+
+            providers[name] = GeminiProvider(key, base_url, pool=settings.pool)
+    return providers
+
+
+def install(parts: "BotParts") -> None:
+    config = parts.config
+    settings = LLMSettings.from_config(config)
+    prices = PriceBook.load(config)
+    breakers = BreakerBoard(threshold=settings.breaker_threshold, cooldown=settings.breaker_cooldown_s,
+                            max_cooldown=settings.breaker_max_cooldown_s)
+    parts.services["prices"] = prices
+    parts.services["breakers"] = breakers
+    parts.services.setdefault("provider_gates", [])
+    parts.services["llm_settings"] = settings
+    providers = build_providers(config, settings)
+    if not providers:
+        log.warning(kv(tier="llm", status="off", reason="no provider has an API key; cache and templates answer"))
+        return
+    log.info(kv(tier="llm", chain=",".join(p for p in settings.chain if p in providers)))
+    chain = ChainTier(providers, settings, PromptBuilder(parts.renderer, max_tokens=settings.max_tokens),
+                      prices, breakers, parts.services, fallback=TemplateTier(parts.renderer))
+    parts.services["llm"] = chain
+    parts.llm.append(chain)

@@ -1,0 +1,185 @@
+"""LLM settings, read once from `Config` and validated: the chain, each provider's
+models (tried in order), which models see images, and named routes.
+
+Environment (wins over the config file):
+  TIERBOT_CHAIN               groq,gemini,claude (any order, any subset)
+  TIERBOT_GROQ_MODELS         comma list, tried in order (also TIERBOT_GEMINI_MODELS,
+                              TIERBOT_CLAUDE_MODELS)
+  TIERBOT_<P>_VISION_MODELS   models of provider P that accept images ("*" = all)
+  TIERBOT_ROUTE_<NAME>        a named chain, e.g. TIERBOT_ROUTE_STAFF=claude,gemini:gemini-2.5-pro
+  TIERBOT_ATTEMPT_TIMEOUT_S   cap on one attempt (default 6); the deadline caps it further
+  TIERBOT_MAX_TOKENS, TIERBOT_FILTER_FALLTHROUGH, TIERBOT_HEDGING, TIERBOT_HEDGE_BUDGET,
+  TIERBOT_BREAKER_THRESHOLD, TIERBOT_BREAKER_COOLDOWN_S, TIERBOT_LLM_POOL
+Config file: an [llm] table with the same settings in lower case (chain = [...],
+[llm.models], [llm.vision], [llm.routes], attempt_timeout_s = ..., ...).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import Config, ConfigError
+
+__all__ = ["PROVIDERS", "Step", "LLMSettings", "KEY_VARS", "BASE_URL_VARS"]
+
+PROVIDERS = ("groq", "gemini", "claude")
+KEY_VARS = {"groq": "GROQ_API_KEY", "gemini": "GEMINI_API_KEY", "claude": "ANTHROPIC_API_KEY"}
+BASE_URL_VARS = {"groq": "GROQ_BASE_URL", "gemini": "GEMINI_BASE_URL", "claude": "ANTHROPIC_BASE_URL"}
+ALIASES = {"anthropic": "claude", "google": "gemini"}
+
+# Current, widely available models; first is tried first. Operators override freely.
+DEFAULT_MODELS: dict[str, tuple[str, ...]] = {
+    "groq": ("llama-3.3-70b-versatile", "llama-3.1-8b-instant"),
+    "gemini": ("gemini-2.5-flash", "gemini-2.5-flash-lite"),
+    "claude": ("claude-haiku-4-5", "claude-sonnet-4-5"),
+}
+DEFAULT_VISION: dict[str, tuple[str, ...]] = {
+    "groq": ("meta-llama/llama-4-scout-17b-16e-instruct",),
+    "gemini": ("*",),
+    "claude": ("*",),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    provider: str
+    model: str
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
+def _split(raw: Any, name: str) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        items = [p.strip() for p in raw.split(",")]
+    elif isinstance(raw, (list, tuple)):
+        items = [str(p).strip() for p in raw]
+    else:
+        raise ConfigError(f"{name} must be a comma-separated list, got {raw!r}")
+    items = [p for p in items if p]
+    if not items:
+        raise ConfigError(f"{name} must name at least one entry")
+    return tuple(items)
+
+
+def _provider(name: str, setting: str) -> str:
+    p = ALIASES.get(name.lower(), name.lower())
+    if p not in PROVIDERS:
+        raise ConfigError(f"{setting}: unknown provider {name!r} (known: {', '.join(PROVIDERS)})")
+    return p
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    chain: tuple[str, ...] = PROVIDERS
+    models: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_MODELS))
+    vision: Mapping[str, frozenset[str]] = field(
+        default_factory=lambda: {p: frozenset(v) for p, v in DEFAULT_VISION.items()})
+    routes: Mapping[str, tuple[Step, ...]] = field(default_factory=dict)
+    attempt_timeout_s: float = 6.0
+    reserve_s: float = 0.1          # kept back for the templates tier (on top of the pipeline's own)
+    min_attempt_s: float = 0.15     # no attempt is started with less time than this
+    max_tokens: int = 512
+    filter_fallthrough: bool = True
+    hedging: bool = False
+    hedge_budget: float = 0.05
+    hedge_min_samples: int = 20
+    breaker_threshold: int = 3
+    breaker_cooldown_s: float = 10.0
+    breaker_max_cooldown_s: float = 300.0
+    pool: int = 100
+
+    def is_vision(self, step: Step) -> bool:
+        v = self.vision.get(step.provider, frozenset())
+        return "*" in v or step.model in v
+
+    def route(self, name: str) -> tuple[Step, ...]:
+        return self.routes.get(name) or self.routes["customer"]
+
+    @classmethod
+    def from_config(cls, config: Config) -> "LLMSettings":
+        sec = config.section("llm")
+
+        def pick(env: str, key: str, default: Any) -> Any:
+            value = config.get(env)
+            return value if value is not None else sec.get(key, default)
+
+        chain = tuple(_provider(p, "TIERBOT_CHAIN") for p in _split(pick("TIERBOT_CHAIN", "chain", ",".join(PROVIDERS)), "TIERBOT_CHAIN"))
+        if len(set(chain)) != len(chain):
+            raise ConfigError(f"TIERBOT_CHAIN names a provider twice: {','.join(chain)}")
+        file_models = sec.get("models", {}) or {}
+        file_vision = sec.get("vision", {}) or {}
+        if not isinstance(file_models, Mapping) or not isinstance(file_vision, Mapping):
+            raise ConfigError("config [llm.models] and [llm.vision] must be tables")
+        models, vision = {}, {}
+        for p in PROVIDERS:
+            env = f"TIERBOT_{p.upper()}_MODELS"
+            alt = "TIERBOT_ANTHROPIC_MODELS" if p == "claude" else env
+            raw = config.get(env) or config.get(alt) or file_models.get(p) or DEFAULT_MODELS[p]
+            models[p] = _split(raw, env)
+            venv = f"TIERBOT_{p.upper()}_VISION_MODELS"
+            vraw = config.get(venv) if config.get(venv) is not None else file_vision.get(p, DEFAULT_VISION[p])
+            vision[p] = frozenset(_split(vraw, venv)) if vraw not in ("", (), []) else frozenset()
+
+        def expand(entries: tuple[str, ...], setting: str) -> tuple[Step, ...]:
+            steps: list[Step] = []
+            for entry in entries:
+                prov, _, model = entry.partition(":")
+                prov = _provider(prov.strip(), setting)
+                for m in ([model.strip()] if model else models[prov]):
+                    if Step(prov, m) not in steps:
+                        steps.append(Step(prov, m))
+            return tuple(steps)
+
+        routes: dict[str, tuple[Step, ...]] = {"customer": expand(chain, "TIERBOT_CHAIN")}
+        # Images: the same chain, plus each provider's vision models it would otherwise lack.
+        image: list[str] = []
+        for p in chain:
+            image.append(p)
+            image += [f"{p}:{m}" for m in sorted(vision[p]) if m != "*" and m not in models[p]]
+        routes["image"] = expand(tuple(image), "image route")
+        routes["staff"] = routes["customer"]
+        file_routes = sec.get("routes", {}) or {}
+        if not isinstance(file_routes, Mapping):
+            raise ConfigError("config [llm.routes] must be a table of name = [entries]")
+        for name, entries in file_routes.items():
+            routes[str(name)] = expand(_split(entries, f"[llm.routes] {name}"), f"[llm.routes] {name}")
+        for var, value in config.env.items():
+            if var.startswith("TIERBOT_ROUTE_") and value:
+                routes[var[len("TIERBOT_ROUTE_"):].lower()] = expand(_split(value, var), var)
+
+        def num(env: str, key: str, default: float, minimum: float) -> float:
+            if config.get(env) is not None:
+                return config.get_float(env, default, minimum=minimum)
+            raw = sec.get(key, default)
+            try:
+                value = float(raw)
+            except (TypeError, ValueError):
+                raise ConfigError(f"[llm] {key} must be a number, got {raw!r}") from None
+            if value < minimum:
+                raise ConfigError(f"[llm] {key} must be at least {minimum}, got {value}")
+            return value
+
+        def flag(env: str, key: str, default: bool) -> bool:
+            if config.get(env) is not None:
+                return config.get_bool(env, default)
+            raw = sec.get(key, default)
+            if not isinstance(raw, bool):
+                raise ConfigError(f"[llm] {key} must be true or false, got {raw!r}")
+            return raw
+
+        budget = num("TIERBOT_HEDGE_BUDGET", "hedge_budget", 0.05, 0.0)
+        if budget > 1:
+            raise ConfigError(f"TIERBOT_HEDGE_BUDGET is a fraction of traffic (0..1), got {budget}")
+        return cls(
+            chain=chain, models=models, vision=vision, routes=routes,
+            attempt_timeout_s=num("TIERBOT_ATTEMPT_TIMEOUT_S", "attempt_timeout_s", 6.0, 0.05),
+            max_tokens=int(num("TIERBOT_MAX_TOKENS", "max_tokens", 512, 1)),
+            filter_fallthrough=flag("TIERBOT_FILTER_FALLTHROUGH", "filter_fallthrough", True),
+            hedging=flag("TIERBOT_HEDGING", "hedging", False),
+            hedge_budget=budget,
+            breaker_threshold=int(num("TIERBOT_BREAKER_THRESHOLD", "breaker_threshold", 3, 1)),
+            breaker_cooldown_s=num("TIERBOT_BREAKER_COOLDOWN_S", "breaker_cooldown_s", 10.0, 0.01),
+            pool=int(num("TIERBOT_LLM_POOL", "pool", 100, 1)),
+        )
