@@ -38,6 +38,7 @@ class BotParts:
 
 # "module:function" — each takes BotParts and adds what its subsystem owns.
 PLUGINS: tuple[str, ...] = (
+    "bot.llm.plugin:install",
     "bot.handoff.plugin:install",
 )
 

@@ -18,6 +18,7 @@ __all__ = ["main", "describe", "COMMANDS"]
 
 # "module:function" registering extra subcommands.
 COMMANDS: tuple[str, ...] = (
+    "bot.llm.check:register",
 )
 
 
