@@ -40,6 +40,8 @@ class BotParts:
 PLUGINS: tuple[str, ...] = (
     "bot.llm.plugin:install",
     "bot.handoff.plugin:install",
+    "bot.metrics:install",
+    "bot.ratelimit:install",
 )
 
 

@@ -1,0 +1,85 @@
+"""The durable inbox: an incoming update is on disk before anyone is told "got it".
+
+The webhook answers 200 (and the polling offset moves) only after `record()` has
+committed. Each update is claimed under a lease while it is being answered; one whose
+process died mid-way is claimed again once the lease runs out, so it is answered after a
+restart. The key is the platform's own update id, so a redelivered update is recognised
+and answered once.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from .durable import DurableStore
+
+__all__ = ["Inbox", "InboxItem", "mark_done"]
+
+MAX_ATTEMPTS = 5  # an update whose handling keeps crashing is parked as "failed", not retried forever
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    key: str
+    body: str
+    attempts: int
+
+
+def mark_done(db: sqlite3.Connection, key: str) -> None:
+    """Mark an update answered, inside a caller's transaction (e.g. with its outbox rows)."""
+    db.execute("UPDATE inbox SET state='done', done_at=?, lease_until=0 WHERE key=?", (time.time(), key))
+
+
+class Inbox:
+    def __init__(self, store: DurableStore, *, lease_s: float = 60.0) -> None:
+        self.store = store
+        self.lease_s = lease_s
+
+    async def record(self, key: str, body: str) -> bool:
+        """Durably record an update and lease it to the caller. False if it was seen before."""
+        now = time.time()
+
+        def _insert(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO inbox(key, body, received, state, lease_until) VALUES (?,?,?, 'pending', ?)",
+                (key, body, now, now + self.lease_s))
+            return cur.rowcount == 1
+
+        return await self.store.run(_insert)
+
+    async def claim_pending(self, limit: int = 100) -> list[InboxItem]:
+        """Updates recorded but not answered whose lease has run out (e.g. after a crash)."""
+        now = time.time()
+
+        def _claim(db: sqlite3.Connection) -> list[InboxItem]:
+            rows = db.execute(
+                "SELECT key, body, attempts FROM inbox WHERE state='pending' AND lease_until<=? "
+                "ORDER BY received LIMIT ?", (now, limit)).fetchall()
+            db.executemany("UPDATE inbox SET lease_until=? WHERE key=?",
+                           [(now + self.lease_s, r[0]) for r in rows])
+            return [InboxItem(*r) for r in rows]
+
+        return await self.store.run(_claim)
+
+    async def done(self, key: str) -> None:
+        await self.store.run(lambda db: mark_done(db, key))
+
+    async def failed(self, key: str, *, retry_in: float = 5.0) -> bool:
+        """Count a failed try; retried after `retry_in` s, parked after MAX_ATTEMPTS. True if parked."""
+        def _fail(db: sqlite3.Connection) -> bool:
+            db.execute("UPDATE inbox SET attempts=attempts+1, lease_until=? WHERE key=?",
+                       (time.time() + retry_in, key))
+            db.execute("UPDATE inbox SET state='failed' WHERE key=? AND attempts>=?", (key, MAX_ATTEMPTS))
+            row = db.execute("SELECT state FROM inbox WHERE key=?", (key,)).fetchone()
+            return bool(row and row[0] == "failed")
+
+        return await self.store.run(_fail)
+
+    async def release(self, keys: list[str]) -> None:
+        """Give leases back (graceful stop) so a restart picks the updates up at once."""
+        await self.store.run(lambda db: db.executemany(
+            "UPDATE inbox SET lease_until=0 WHERE key=? AND state='pending'", [(k,) for k in keys]))
+
+    def counts(self) -> dict[str, int]:
+        return dict(self.store.query("SELECT state, COUNT(*) FROM inbox GROUP BY state"))  # type: ignore[arg-type]

@@ -1,0 +1,225 @@
+"""The durable outbox: a reply is on disk before we try to send it, and stays there
+until the platform has accepted it.
+
+Rate signals are honoured (`RetryLater`: a 429's retry_after pauses all sending for that
+long), outages are retried with capped exponential backoff (`Transient`), and only a
+request the platform says can never succeed (`Permanent`, e.g. the customer blocked the
+bot) is parked as "failed" — with its error, never silently dropped. Messages to one chat
+leave in order: only the oldest unsent message of each chat is eligible.
+
+Rows are claimed under a lease, so two processes sharing the data dir (web + worker)
+never send the same row at once.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bot.logs import kv
+from bot.secrets import redact
+
+from .durable import DurableStore
+from .inbox import mark_done
+
+__all__ = ["Outbox", "OutboxRow", "Call", "RetryLater", "Transient", "Permanent", "Sender"]
+
+log = logging.getLogger("tierbot.outbox")
+
+Call = tuple[str, dict[str, Any]]  # (method, parameters)
+
+
+class RetryLater(Exception):
+    """The platform asked us to wait (`retry_after` seconds) before sending again."""
+
+    def __init__(self, retry_after: float, detail: str = "") -> None:
+        super().__init__(detail or f"retry after {retry_after}s")
+        self.retry_after = retry_after
+
+
+class Transient(Exception):
+    """Worth retrying later: 5xx, timeouts, connection errors."""
+
+
+class Permanent(Exception):
+    """Will never succeed as sent (e.g. 400, 403 blocked by the user)."""
+
+
+Sender = Callable[[str, str, dict[str, Any]], Awaitable[None]]  # (chat_id, method, params)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    platform: str
+    chat_id: str
+    method: str
+    payload: dict[str, Any]
+    attempts: int
+    origin: float | None = None
+
+
+class Outbox:
+    def __init__(self, store: DurableStore, *, concurrency: int = 16, lease_s: float = 60.0,
+                 backoff_base_s: float = 0.5, backoff_max_s: float = 60.0) -> None:
+        self.store = store
+        self.senders: dict[str, Sender] = {}
+        self.concurrency = concurrency
+        self.lease_s = lease_s
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self._wake = asyncio.Event()
+        self._paused_until = 0.0
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._runner: asyncio.Task[None] | None = None
+        self.sent = 0  # counters for metrics and benchmarks
+        self.retried = 0
+        # Called with (platform, seconds from the customer's message to delivery).
+        self.on_delivered: Callable[[str, float], None] | None = None
+
+    def register(self, platform: str, sender: Sender) -> None:
+        self.senders[platform] = sender
+
+    # -- writing --------------------------------------------------------------------
+    async def enqueue(self, platform: str, chat_id: str, calls: Sequence[Call], *,
+                      done_key: str | None = None, origin: float | None = None) -> None:
+        """Durably queue calls for one chat; with `done_key`, mark that inbox update
+        answered in the same transaction. `origin`: when the message answered arrived."""
+        now = time.time()
+        rows = [(platform, str(chat_id), method, json.dumps(params, ensure_ascii=False), now, origin, now)
+                for method, params in calls]
+
+        def _write(db: sqlite3.Connection) -> None:
+            db.executemany("INSERT INTO outbox(platform, chat_id, method, payload, created, origin, state, "
+                           "next_at) VALUES (?,?,?,?,?,?, 'pending', ?)", rows)
+            if done_key is not None:
+                mark_done(db, done_key)
+
+        await self.store.run(_write)
+        self._wake.set()
+
+    # -- sending --------------------------------------------------------------------
+    def start(self) -> None:
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run(), name="tierbot-outbox")
+
+    async def stop(self, *, flush_timeout: float = 0.0) -> None:
+        """Try to deliver what is queued for up to `flush_timeout` s, then stop.
+        Anything still undelivered stays on disk for the next start."""
+        if flush_timeout > 0:
+            await self.wait_idle(flush_timeout)
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+            self._runner = None
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until nothing is pending (or failed-and-parked). True if idle in time."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if not self._inflight and await self.pending_count() == 0:
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    async def pending_count(self) -> int:
+        return await self.store.run(
+            lambda db: db.execute("SELECT COUNT(*) FROM outbox WHERE state='pending'").fetchone()[0])
+
+    async def _claim(self, limit: int) -> tuple[list[OutboxRow], float | None]:
+        """Lease the oldest due row of each chat that is not being sent; also return when
+        the next not-yet-due row becomes due."""
+        now = time.time()
+        platforms = tuple(self.senders)
+        marks = ",".join("?" * len(platforms))
+
+        def _tx(db: sqlite3.Connection) -> tuple[list[OutboxRow], float | None]:
+            heads = ("SELECT o.id, o.platform, o.chat_id, o.method, o.payload, o.attempts, o.next_at, o.lease_until, "
+                     "o.origin FROM outbox o JOIN (SELECT MIN(id) AS id FROM outbox WHERE state='pending' "
+                     f"AND platform IN ({marks}) GROUP BY platform, chat_id) h ON o.id = h.id ORDER BY o.id")
+            rows, next_due = [], None
+            for r in db.execute(heads, platforms):
+                due = max(r[6], r[7])
+                if due > now:
+                    next_due = due if next_due is None else min(next_due, due)
+                    continue
+                if len(rows) < limit:
+                    rows.append(OutboxRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[8]))
+            db.executemany("UPDATE outbox SET lease_until=? WHERE id=?", [(now + self.lease_s, r.id) for r in rows])
+            return rows, next_due
+
+        return await self.store.run(_tx)
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            wait = 1.0
+            pause = self._paused_until - time.time()
+            free = self.concurrency - len(self._inflight)
+            if pause > 0:
+                wait = pause
+            elif free > 0 and self.senders:
+                try:
+                    rows, next_due = await self._claim(free)
+                except Exception:
+                    log.exception("outbox claim failed")
+                    rows, next_due = [], time.time() + 1.0
+                for row in rows:
+                    task = asyncio.create_task(self._send(row))
+                    self._inflight.add(task)
+                    task.add_done_callback(self._inflight.discard)
+                if next_due is not None:
+                    wait = min(wait, max(0.0, next_due - time.time()))
+                if rows:
+                    continue  # claim more as soon as there is room
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=max(wait, 0.005))
+            except TimeoutError:
+                pass
+
+    async def _send(self, row: OutboxRow) -> None:
+        sender = self.senders[row.platform]
+        try:
+            await sender(row.chat_id, row.method, row.payload)
+        except RetryLater as e:
+            self._paused_until = max(self._paused_until, time.time() + e.retry_after)
+            await self._reschedule(row, e.retry_after, f"rate_limited retry_after={e.retry_after}")
+        except Permanent as e:
+            await self._park(row, str(e))
+        except asyncio.CancelledError:
+            await asyncio.shield(self._reschedule(row, 0.0, "cancelled"))
+            raise
+        except Exception as e:  # Transient and anything unexpected: keep and retry
+            delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** row.attempts) * random.uniform(0.8, 1.2)
+            await self._reschedule(row, delay, f"{type(e).__name__}: {e}")
+        else:
+            await self.store.run(lambda db: db.execute("DELETE FROM outbox WHERE id=?", (row.id,)))
+            self.sent += 1
+            if self.on_delivered is not None and row.origin is not None:
+                self.on_delivered(row.platform, time.time() - row.origin)
+        finally:
+            self._wake.set()
+
+    async def _reschedule(self, row: OutboxRow, delay: float, error: str) -> None:
+        self.retried += 1
+        error = redact(error)[:500]
+        log.warning(kv(outbox="retry", platform=row.platform, method=row.method, attempt=row.attempts + 1,
+                       delay_s=round(delay, 2), error=error))
+        await self.store.run(lambda db: db.execute(
+            "UPDATE outbox SET attempts=attempts+1, next_at=?, lease_until=0, last_error=? WHERE id=?",
+            (time.time() + delay, error, row.id)))
+
+    async def _park(self, row: OutboxRow, error: str) -> None:
+        error = redact(error)[:500]
+        log.error(kv(outbox="failed", platform=row.platform, method=row.method, error=error))
+        await self.store.run(lambda db: db.execute(
+            "UPDATE outbox SET state='failed', attempts=attempts+1, lease_until=0, last_error=? WHERE id=?",
+            (error, row.id)))

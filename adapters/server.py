@@ -1,0 +1,278 @@
+"""The one aiohttp web server: Telegram webhook, Slack, the JSON API, health and metrics.
+
+Routes are only translators: check who is calling and what they sent, then hand the
+work to an adapter or the bot. Order of checks on the webhook is deliberate — secret
+first (403: a stranger learns nothing, not even whether the body parses), then size
+(413), then shape (400); nothing is recorded unless all three pass.
+
+Graceful shutdown (`Server.drain`): new webhooks get 503 (Telegram retries them later),
+replies in flight are finished and handed to the outbox, the outbox gets a few seconds
+to deliver, and what it cannot deliver stays on disk for the next start.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import importlib
+import json
+import logging
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from bot.config import Config, ConfigError
+from bot.logs import kv
+from bot.metrics import CONTENT_TYPE, BotMetrics, metrics_for
+from bot.models import Event
+from bot.pipeline import SupportBot
+
+from .durable import DurableStore
+from .telegram import BadUpdate, TelegramAdapter, TelegramSettings
+
+__all__ = ["Server", "MAX_BODY", "serve"]
+
+log = logging.getLogger("tierbot.server")
+
+MAX_BODY = 1024 * 1024  # 1 MiB; Telegram updates are a few kB
+MAX_API_TEXT = 16_000
+SERVER_KEY = web.AppKey("tierbot_server", "Server")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"ok": False, "error": message}, status=status)
+
+
+def _import_optional(name: str) -> Any | None:
+    """A sibling subsystem's module, or None if that subsystem is not installed."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name and (name == e.name or name.startswith(e.name + ".")):
+            return None
+        raise
+
+
+class Server:
+    """Owns the aiohttp app and the adapters it serves."""
+
+    def __init__(self, bot: SupportBot, config: Config, *, store: DurableStore | None = None,
+                 telegram: TelegramAdapter | None = None, drain_timeout_s: float | None = None) -> None:
+        self.bot = bot
+        self.config = config
+        self.draining = False
+        self.drain_timeout_s = drain_timeout_s if drain_timeout_s is not None else \
+            config.get_float("TIERBOT_DRAIN_TIMEOUT_S", 25.0, minimum=0.0)
+        self.api_token = config.get("TIERBOT_API_TOKEN")
+        self._store = store
+        self._owns_store = False
+        self.telegram = telegram
+        if self.telegram is None and config.get("TELEGRAM_BOT_TOKEN"):
+            self.telegram = TelegramAdapter(bot, TelegramSettings.from_config(config), self.store)
+        self.metrics: BotMetrics = metrics_for(bot.services) or self._own_metrics()
+        if self.telegram is not None:
+            self.telegram.outbox.on_delivered = lambda platform, s: \
+                self.metrics.webhook_latency.labels(platform).observe(s)
+        self.slack: Any = None
+        self._api_inflight = 0
+        self._scheduler: Any = None
+        self.app = self._build_app()
+
+    @property
+    def store(self) -> DurableStore:
+        if self._store is None:
+            self._store = DurableStore.in_dir(self.config.data_dir)
+            self._owns_store = True
+        return self._store
+
+    def _own_metrics(self) -> BotMetrics:
+        """The metrics plugin is not installed: still serve /metrics, fed the same way."""
+        metrics = BotMetrics(self.bot.services)
+        self.bot.services["metrics"] = metrics
+        self.bot.listeners.append(metrics)
+        return metrics
+
+    # -- app ----------------------------------------------------------------------------
+    def _build_app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY)
+        app[SERVER_KEY] = self
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/metrics", self.metrics_page)
+        app.router.add_post("/telegram/webhook", self.telegram_webhook)
+        if self.api_token:
+            app.router.add_post("/api/messages", self.api_messages)
+        self._mount_slack(app)
+        if self.bot.services.get("reports") is not None:  # the report plugin is installed
+            report_web = _import_optional("bot.report.web")
+            if report_web is not None:
+                report_web.add_routes(app, self.bot)
+        app.cleanup_ctx.append(self._lifecycle)
+        return app
+
+    def _mount_slack(self, app: web.Application) -> None:
+        """Slack routes come from the Slack adapter (another subsystem) when it is configured."""
+        if not (self.config.get("SLACK_BOT_TOKEN") and self.config.get("SLACK_SIGNING_SECRET")):
+            return
+        slack = _import_optional("adapters.slack")
+        if slack is None:
+            log.warning(kv(server="slack_unavailable", reason="adapters.slack is not installed"))
+            return
+        if hasattr(slack, "install"):
+            self.slack = slack.install(app, self.bot)
+        elif hasattr(slack, "SlackAdapter"):
+            self.slack = slack.SlackAdapter.from_config(self.bot, self.config)
+            self.slack.add_routes(app)
+        else:
+            raise ConfigError("adapters.slack offers neither install(app, bot) nor SlackAdapter")
+
+    async def _lifecycle(self, app: web.Application) -> AsyncIterator[None]:
+        if self.telegram is not None:
+            await self.telegram.start()
+            await self.telegram.set_webhook()
+        self._start_report_scheduler()
+        yield
+        await self.drain()
+        if self._scheduler is not None:
+            await self._scheduler.aclose()
+        if self._owns_store and self._store is not None:
+            self._store.close()
+
+    def _start_report_scheduler(self) -> None:
+        """Post the daily report to Slack, when both the report and Slack are set up."""
+        reports = self.bot.services.get("reports")
+        poster = getattr(self.slack, "post_report", None) if self.slack is not None else None
+        if reports is None or poster is None:
+            return
+        scheduler_mod = _import_optional("bot.report.scheduler")
+        if scheduler_mod is None:
+            return
+        self._scheduler = scheduler_mod.ReportScheduler.from_config(reports, poster, self.config)
+        self._scheduler.start()
+
+    async def drain(self) -> None:
+        """Stop taking new work, finish what is in flight, flush the outbox briefly."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info(kv(server="draining", api_inflight=self._api_inflight))
+        if self.telegram is not None:
+            await self.telegram.stop(timeout=self.drain_timeout_s)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.drain_timeout_s
+        while self._api_inflight and loop.time() < end:
+            await asyncio.sleep(0.02)
+        log.info(kv(server="drained"))
+
+    # -- handlers -----------------------------------------------------------------------
+    async def healthz(self, request: web.Request) -> web.Response:
+        if self.draining:
+            return web.json_response({"status": "draining"}, status=503)
+        return web.json_response({"status": "ok"})
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def telegram_webhook(self, request: web.Request) -> web.Response:
+        response = await self._telegram_webhook(request)
+        self.metrics.webhook.labels("telegram", str(response.status)).inc()
+        return response
+
+    async def _telegram_webhook(self, request: web.Request) -> web.Response:
+        tg = self.telegram
+        if tg is None:
+            return _error(404, "Telegram is not configured")
+        expected = tg.settings.webhook_secret
+        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+        if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+            return _error(403, "wrong or missing secret token")
+        if self.draining or not tg.accepting:
+            return _error(503, "shutting down; retry later")
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            return _error(413, f"body larger than {MAX_BODY} bytes")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"body larger than {MAX_BODY} bytes")
+        try:
+            key, text = tg.parse(body)
+        except BadUpdate as e:
+            return _error(400, str(e))
+        await tg.accept(key, text)
+        return web.json_response({"ok": True})
+
+    async def api_messages(self, request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_token.encode()):
+            return web.json_response({"ok": False, "error": "missing or wrong bearer token"}, status=401,
+                                     headers={"WWW-Authenticate": 'Bearer realm="tierbot"'})
+        if self.draining:
+            return _error(503, "shutting down; retry later")
+        try:
+            data = json.loads(await request.read())
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"body larger than {MAX_BODY} bytes")
+        except (UnicodeDecodeError, ValueError):
+            return _error(400, "body is not valid JSON")
+        problem = _check_api_message(data)
+        if problem:
+            return _error(400, problem)
+        event = Event(platform="api", conversation_id=data["conversation_id"], user_id=data["user_id"],
+                      text=data["text"], user_name=data.get("user_name"))
+        self._api_inflight += 1
+        try:
+            reply = await self.bot.handle(event)
+        finally:
+            self._api_inflight -= 1
+        return web.json_response(reply.to_dict(), dumps=lambda o: json.dumps(o, default=str, ensure_ascii=False))
+
+    # -- running ------------------------------------------------------------------------
+    async def run(self, host: str, port: int, stop: asyncio.Event) -> None:
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                               shutdown_timeout=self.drain_timeout_s)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        log.info(kv(server="listening", host=host, port=port))
+        try:
+            await stop.wait()
+            await self.drain()
+        finally:
+            await runner.cleanup()
+
+
+def _check_api_message(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return "body must be a JSON object"
+    for name in ("conversation_id", "user_id", "text"):
+        value = data.get(name)
+        if not isinstance(value, str) or not value.strip():
+            return f"{name} must be a non-empty string"
+    if len(data["text"]) > MAX_API_TEXT:
+        return f"text longer than {MAX_API_TEXT} characters"
+    if "user_name" in data and not isinstance(data["user_name"], str):
+        return "user_name must be a string"
+    return None
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # e.g. not the main thread
+            pass
+
+
+async def serve(config: Config, *, host: str = "0.0.0.0", port: int | None = None) -> int:
+    """`tierbot serve`: build the bot and the server; run until SIGTERM/SIGINT."""
+    from bot.app import build_bot
+
+    port = port if port is not None else config.get_int("PORT", 8080, minimum=0)
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    async with build_bot(config) as bot:
+        server = Server(bot, config)
+        await server.run(host, port, stop)
+    return 0
