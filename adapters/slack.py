@@ -1,0 +1,405 @@
+"""Slack, for staff: the handoff desk, questions to the bot, and `/tierbot`.
+
+Public surface (the web server calls `install`; the report scheduler calls `post`):
+
+    adapter = install(app, bot)      # aiohttp.web.Application, SupportBot -> SlackAdapter | None
+    await adapter.post(channel, text, blocks=None)
+
+`install` adds `POST /slack/events` (Events API, interactivity and slash commands, all
+on one URL) and registers the adapter as `services["staff_desk"]` and
+`services["slack"]`. It returns None when Slack is not configured at all
+(no SLACK_BOT_TOKEN and no SLACK_SIGNING_SECRET) and raises ConfigError when it is
+configured by halves. Settings: SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET,
+SLACK_STAFF_CHANNEL, SLACK_API_URL (Web API base, for tests and staging).
+
+How the promises are kept:
+- every request goes through slack-bolt's `AsyncApp` and its request-verification
+  middleware (bad, missing or >5-minute-old signature: 401, nothing runs);
+- retried deliveries (same `event_id`) are dropped by a durable claim (`SeenEvents`);
+- listeners only ack and queue: slow work runs in tracked tasks after the ack, and
+  `aclose()` (on the server's shutdown) waits for them;
+- Web API calls retry on 429 after `Retry-After` (slack_sdk's rate-limit retry handler);
+- the bot's own posts (its bot id / user id from auth.test) are never relayed.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.response import BoltResponse
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.cli import describe
+from bot.config import Config, ConfigError
+from bot.handoff.service import HandoffService
+from bot.handoff.store import Handoff
+from bot.logs import kv
+from bot.models import Event
+from bot.pipeline import SupportBot
+from bot.turn import Turn
+
+from .slack_blocks import (
+    RESOLVE_ACTION,
+    TAKE_ACTION,
+    answer_message,
+    customer_line,
+    handoff_card,
+    thread_note,
+    unescape,
+)
+from .slack_commands import StaffCommands, TodayCounter
+from .slack_dedupe import SeenEvents
+
+__all__ = ["SlackAdapter", "SlackSettings", "install", "EVENTS_PATH"]
+
+log = logging.getLogger("tierbot.slack")
+
+EVENTS_PATH = "/slack/events"
+DEFAULT_API_URL = "https://slack.com/api/"
+HISTORY_TURNS = 8
+RELAYED_SUBTYPES = (None, "thread_broadcast", "file_share")
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    token: str
+    signing_secret: str
+    staff_channel: str
+    api_url: str = DEFAULT_API_URL
+    report_channel: str | None = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> "SlackSettings | None":
+        token, secret = config.get("SLACK_BOT_TOKEN"), config.get("SLACK_SIGNING_SECRET")
+        if not token and not secret:
+            return None
+        missing = [name for name, value in (("SLACK_BOT_TOKEN", token), ("SLACK_SIGNING_SECRET", secret),
+                                            ("SLACK_STAFF_CHANNEL", config.get("SLACK_STAFF_CHANNEL")))
+                   if not value]
+        if missing:
+            raise ConfigError(f"Slack is half configured: set {', '.join(missing)} (or unset all SLACK_* settings)")
+        api_url = config.get("SLACK_API_URL", DEFAULT_API_URL) or DEFAULT_API_URL
+        if not api_url.startswith(("http://", "https://")):
+            raise ConfigError(f"SLACK_API_URL must be an http(s) URL, got {api_url!r}")
+        return cls(token=token, signing_secret=secret,  # type: ignore[arg-type]
+                   staff_channel=config.get("SLACK_STAFF_CHANNEL"),  # type: ignore[arg-type]
+                   api_url=api_url if api_url.endswith("/") else api_url + "/",
+                   report_channel=config.get("SLACK_REPORT_CHANNEL"))
+
+
+def web_client(settings: SlackSettings) -> AsyncWebClient:
+    """A Web API client that waits out 429s (Retry-After) and retries 500/503 once."""
+    return AsyncWebClient(
+        token=settings.token, base_url=settings.api_url, timeout=10,
+        retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=2),
+                        AsyncRateLimitErrorRetryHandler(max_retry_count=3),
+                        AsyncServerErrorRetryHandler(max_retry_count=2)])
+
+
+class SlackAdapter:
+    """Slack transport for staff; implements the handoff's `StaffDesk`."""
+
+    def __init__(self, bot: SupportBot, settings: SlackSettings, *, data_dir: Path) -> None:
+        self.bot = bot
+        self.settings = settings
+        self.client = web_client(settings)
+        self.seen = SeenEvents(Path(data_dir) / "slack_events.sqlite3")
+        self.app = AsyncApp(client=self.client, signing_secret=settings.signing_secret,
+                            process_before_response=True, logger=logging.getLogger("tierbot.slack.bolt"),
+                            name="tierbot")
+        self.counter = TodayCounter(bot.services["config"].tz if "config" in bot.services else None)
+        self.commands = StaffCommands(bot, self)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._identity: dict[str, str] = {}
+        self._closing = False
+        self._register()
+
+    # -- wiring -----------------------------------------------------------------------------
+    @property
+    def handoffs(self) -> HandoffService | None:
+        return self.bot.services.get("handoffs")  # type: ignore[return-value]
+
+    def _register(self) -> None:
+        app = self.app
+        app.middleware(self._dedupe)
+        app.event("message")(self._on_message_event)
+        app.event("app_mention")(self._on_mention_event)
+        app.action(TAKE_ACTION)(self._on_take)
+        app.action(RESOLVE_ACTION)(self._on_resolve)
+        app.command("/tierbot")(self._on_command)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """The aiohttp handler for POST /slack/events: Bolt does verification and dispatch."""
+        if self._closing:
+            return web.Response(status=503, text="shutting down")
+        bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(bolt_response)
+
+    async def start(self) -> None:
+        """Learn who the bot is and put any handoff still missing its Slack thread there."""
+        await self.identity()
+        if self.handoffs is None:
+            return
+        for handoff in await self.handoffs.open_handoffs():
+            if not handoff.thread_ts:
+                self.spawn(self._open_thread(handoff.id, None), f"resync-{handoff.id}")
+
+    async def aclose(self, timeout: float = 20.0) -> None:
+        """Stop taking requests and finish the work already acked."""
+        self._closing = True
+        if self._tasks:
+            done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for task in pending:
+                log.warning(kv(event="slack_task_abandoned", task=task.get_name()))
+                task.cancel()
+        self.seen.close()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run slow work after the ack; the task is kept until it ends (and awaited at shutdown)."""
+        task = asyncio.get_running_loop().create_task(self._guard(coro, name), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    @staticmethod
+    async def _guard(coro: Coroutine[Any, Any, Any], name: str) -> None:
+        try:
+            await coro
+        except Exception:
+            log.exception("slack work %s failed", name)
+
+    async def drain(self) -> None:
+        """Wait for the work queued so far (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def identity(self) -> dict[str, str]:
+        """The bot's own user id and bot id (auth.test), cached once known."""
+        if not self._identity:
+            try:
+                result = await self.client.auth_test()
+                self._identity = {"user_id": result.get("user_id", ""), "bot_id": result.get("bot_id", "")}
+            except SlackApiError as e:
+                log.error(kv(event="slack_auth_test_failed", error=e.response.get("error")))
+            except Exception as e:
+                log.error(kv(event="slack_auth_test_failed", error=type(e).__name__))
+        return self._identity
+
+    async def _is_own(self, event: dict[str, Any]) -> bool:
+        me = await self.identity()
+        return bool(event.get("bot_id")) and event.get("bot_id") == me.get("bot_id") or (
+            bool(event.get("user")) and event.get("user") == me.get("user_id"))
+
+    # -- public: posting ----------------------------------------------------------------------
+    async def post(self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None,
+                   thread_ts: str | None = None) -> str:
+        """Post a message (optionally Block Kit) to a channel; returns its ts."""
+        kwargs: dict[str, Any] = {"channel": channel, "text": text}
+        if blocks:
+            kwargs["blocks"] = blocks
+        if thread_ts:
+            kwargs["thread_ts"] = thread_ts
+        result = await self.client.chat_postMessage(**kwargs)
+        return str(result["ts"])
+
+    async def post_report(self, blocks: list[dict[str, Any]], text: str) -> str:
+        """The daily report scheduler's poster: SLACK_REPORT_CHANNEL, else the staff channel."""
+        return await self.post(self.settings.report_channel or self.settings.staff_channel, text, blocks)
+
+    async def tell(self, channel: str, user: str, text: str, thread_ts: str | None = None) -> None:
+        """An ephemeral note only `user` sees; failures are logged, never raised."""
+        try:
+            kwargs: dict[str, Any] = {"channel": channel, "user": user, "text": text}
+            if thread_ts:
+                kwargs["thread_ts"] = thread_ts
+            await self.client.chat_postEphemeral(**kwargs)
+        except Exception as e:
+            log.warning(kv(event="slack_ephemeral_failed", error=type(e).__name__))
+
+    # -- StaffDesk (called by the handoff service; never makes the customer wait) -----------
+    async def handoff_opened(self, handoff: Handoff, history: list[Turn]) -> None:
+        self.spawn(self._open_thread(handoff.id, history), f"open-{handoff.id}")
+
+    async def customer_wrote(self, handoff: Handoff, event: Event) -> None:
+        line = customer_line(event.user_name or handoff.customer, event.text or "",
+                             [a.kind for a in event.attachments])
+        self.spawn(self._forward(handoff.id, line), f"forward-{handoff.id}")
+
+    async def handoff_changed(self, handoff: Handoff) -> None:
+        self.spawn(self._refresh(handoff.id), f"refresh-{handoff.id}")
+
+    def _lock(self, handoff_id: int) -> asyncio.Lock:
+        # One queue per handoff: its thread exists before anything is posted into it.
+        return self._locks.setdefault(handoff_id, asyncio.Lock())
+
+    async def _ensure_thread(self, handoff_id: int, history: list[Turn] | None) -> Handoff | None:
+        service = self.handoffs
+        handoff = await service.store.get(handoff_id) if service else None
+        if handoff is None or handoff.thread_ts:
+            return handoff
+        if history is None:
+            history = await self.bot.history.recent(handoff.conversation_id, HISTORY_TURNS)
+        text, blocks = handoff_card(handoff, history[-HISTORY_TURNS:])
+        ts = await self.post(self.settings.staff_channel, text, blocks)
+        await service.store.set_thread(handoff.id, self.settings.staff_channel, ts)  # type: ignore[union-attr]
+        log.info(kv(event="slack_handoff_posted", handoff=handoff.id, channel=self.settings.staff_channel, ts=ts))
+        return await service.store.get(handoff_id)  # type: ignore[union-attr]
+
+    async def _open_thread(self, handoff_id: int, history: list[Turn] | None) -> None:
+        async with self._lock(handoff_id):
+            await self._ensure_thread(handoff_id, history)
+
+    async def _forward(self, handoff_id: int, line: str) -> None:
+        async with self._lock(handoff_id):
+            handoff = await self._ensure_thread(handoff_id, None)
+            if handoff and handoff.thread_ts:
+                await self.post(handoff.channel or self.settings.staff_channel, line, thread_ts=handoff.thread_ts)
+
+    async def _refresh(self, handoff_id: int) -> None:
+        async with self._lock(handoff_id):
+            handoff = await self._ensure_thread(handoff_id, None)
+            if not (handoff and handoff.thread_ts and handoff.channel):
+                return
+            text, blocks = handoff_card(handoff, await self._card_history(handoff))
+            await self.client.chat_update(channel=handoff.channel, ts=handoff.thread_ts, text=text, blocks=blocks)
+            await self.post(handoff.channel, thread_note(handoff), thread_ts=handoff.thread_ts)
+
+    async def _card_history(self, handoff: Handoff) -> list[Turn]:
+        """The card keeps the history up to the handoff (what staff first saw)."""
+        turns = await self.bot.history.recent(handoff.conversation_id, 50)
+        before = [t for t in turns if t.timestamp <= handoff.opened_at + 1]
+        return before[-HISTORY_TURNS:]
+
+    # -- Bolt listeners (ack fast, work later) ---------------------------------------------------
+    async def _dedupe(self, body: dict[str, Any], next: Any) -> BoltResponse | None:
+        event_id = body.get("event_id") if body.get("type") == "event_callback" else None
+        if event_id and not await self.seen.claim(str(event_id)):
+            log.info(kv(event="slack_redelivery_ignored", event_id=event_id))
+            return BoltResponse(status=200, body="")
+        return await next()
+
+    async def _on_message_event(self, event: dict[str, Any]) -> None:
+        self.spawn(self._on_message(event), f"message-{event.get('ts')}")
+
+    async def _on_mention_event(self, event: dict[str, Any]) -> None:
+        if not await self._is_own(event):
+            self.spawn(self._answer_staff(event), f"mention-{event.get('ts')}")
+
+    async def _on_take(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        self.spawn(self._button(body, action, "take"), f"take-{action.get('value')}")
+
+    async def _on_resolve(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        self.spawn(self._button(body, action, "resolve"), f"resolve-{action.get('value')}")
+
+    async def _on_command(self, ack: Any, command: dict[str, Any]) -> None:
+        await self.commands.handle(ack, command)
+
+    # -- the work --------------------------------------------------------------------------------
+    async def _on_message(self, event: dict[str, Any]) -> None:
+        if event.get("subtype") not in RELAYED_SUBTYPES or await self._is_own(event) or event.get("bot_id"):
+            return  # edits, joins, other bots, and above all our own posts: never relayed
+        if event.get("channel_type") == "im":
+            await self._answer_staff(event)
+            return
+        thread_ts, channel, text = event.get("thread_ts"), event.get("channel", ""), event.get("text") or ""
+        if not thread_ts or thread_ts == event.get("ts"):
+            return  # top-level chatter in the channel
+        me = (await self.identity()).get("user_id")
+        if me and f"<@{me}>" in text:
+            return  # a question to the bot in the thread: the app_mention listener answers it
+        service = self.handoffs
+        handoff = await service.store.by_thread(channel, thread_ts) if service else None
+        if handoff is None:
+            return
+        if text.lstrip().lower().startswith("note:"):
+            log.info(kv(event="staff_note", handoff=handoff.id))
+            return
+        staff = event.get("user", "")
+        if not handoff.is_open:
+            await self.tell(channel, staff, "This conversation was resolved, so your reply was not sent. "
+                            "The customer is talking to the bot again.", thread_ts)
+            return
+        try:
+            await service.staff_reply(handoff, unescape(text), staff)  # type: ignore[union-attr]
+        except LookupError as e:
+            await self.tell(channel, staff, f"Could not send this to the customer: {e}", thread_ts)
+            return
+        log.info(kv(event="staff_reply_relayed", handoff=handoff.id, platform=handoff.platform))
+
+    async def _button(self, body: dict[str, Any], action: dict[str, Any], what: str) -> None:
+        service = self.handoffs
+        user = (body.get("user") or {}).get("id", "")
+        channel = (body.get("channel") or {}).get("id") or self.settings.staff_channel
+        try:
+            handoff_id = int(action.get("value", ""))
+        except ValueError:
+            return
+        if service is None:
+            return
+        if what == "take":
+            handoff, changed = await service.take(handoff_id, user)
+        else:
+            handoff, changed = await service.resolve(handoff_id, user)
+        if handoff is None:
+            await self.tell(channel, user, "That handoff no longer exists.")
+        elif not changed:
+            await self.tell(channel, user, f"Nothing to do: handoff #{handoff.id} is already {handoff.state.replace('_', ' ')}.",
+                            handoff.thread_ts)
+
+    async def _answer_staff(self, event: dict[str, Any]) -> None:
+        """A staff member asked the bot something: answer in the thread, saying who answered and the cost."""
+        me = (await self.identity()).get("user_id", "")
+        text = unescape((event.get("text") or "").replace(f"<@{me}>", "")).strip() if me else unescape(event.get("text") or "").strip()
+        channel = event.get("channel", "")
+        thread = event.get("thread_ts") or event.get("ts")
+        if not text:
+            await self.post(channel, "Ask me anything a customer might ask, e.g. `@tierbot what is the refund policy?`",
+                            thread_ts=thread)
+            return
+        reply = await self.bot.handle(Event(
+            platform="slack", conversation_id=f"slack:{channel}:{thread}", user_id=event.get("user", ""),
+            text=text, message_id=event.get("ts"), route="staff", timestamp=time.time()))
+        summary, blocks = answer_message(reply, describe(reply))
+        await self.post(channel, summary, blocks, thread_ts=thread)
+
+
+def install(app: web.Application, bot: SupportBot, config: Config | None = None, *,
+            path: str = EVENTS_PATH) -> SlackAdapter | None:
+    """Mount Slack on an aiohttp app. None when Slack is not configured (see module doc)."""
+    config = config or bot.services.get("config") or Config.from_env()  # type: ignore[assignment]
+    settings = SlackSettings.from_config(config)  # type: ignore[arg-type]
+    if settings is None:
+        log.info(kv(event="slack_disabled", reason="SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET not set"))
+        return None
+    adapter = SlackAdapter(bot, settings, data_dir=config.data_dir)  # type: ignore[union-attr]
+    app.router.add_post(path, adapter.handle)
+    bot.services["staff_desk"] = adapter
+    bot.services["slack"] = adapter
+    bot.listeners.append(adapter.counter)
+
+    async def on_startup(_: web.Application) -> None:
+        await adapter.start()
+
+    async def on_shutdown(_: web.Application) -> None:
+        await adapter.aclose()
+
+    app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
+    return adapter

@@ -1,0 +1,373 @@
+"""Slack for staff, through the real slack-bolt and slack_sdk code over real HTTP:
+a local fake Slack Web API, and signed (or badly signed) requests to /slack/events."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from adapters.slack import SlackSettings, install
+from bot import Event, Reply, SupportBot
+from bot.channels import Channels
+from bot.config import Config, ConfigError
+from fakes.slack_api import BOT_ID, BOT_USER_ID, SIGNING_SECRET, STAFF_CHANNEL, TOKEN, FakeSlack
+
+
+class RecordingChannel:
+    platform = "telegram"
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, object]] = []
+
+    async def send(self, conversation_id, text, *, buttons=None):
+        self.sent.append((conversation_id, text, buttons))
+
+    def texts(self) -> list[str]:
+        return [t for _, t, _ in self.sent]
+
+
+class Harness:
+    def __init__(self, fake: FakeSlack, env: dict[str, str]) -> None:
+        self.fake, self.env = fake, env
+        self.channel = RecordingChannel()
+        self.server: TestServer | None = None
+
+    async def start(self) -> "Harness":
+        self.bot = SupportBot.from_env(self.env)
+        channels = Channels()
+        channels.register(self.channel)
+        self.bot.services["channels"] = channels
+        app = web.Application()
+        self.adapter = install(app, self.bot)
+        self.server = TestServer(app, host="127.0.0.1")
+        await self.server.start_server()
+        self.fake.events_url = str(self.server.make_url("/slack/events"))
+        return self
+
+    async def stop(self) -> None:
+        await self.server.close()  # runs on_shutdown: the adapter finishes its work
+        await self.bot.aclose()
+
+    async def customer(self, text: str, conv: str = "42") -> Reply:
+        reply = await self.bot.handle(Event(platform="telegram", conversation_id=conv, user_id="u42",
+                                            user_name="Ada Lovelace", text=text))
+        await self.adapter.drain()
+        return reply
+
+    async def settle(self) -> None:
+        await asyncio.sleep(0.05)
+        await self.adapter.drain()
+        await asyncio.sleep(0.05)  # echoes of the bot's own posts come back to us
+        await self.adapter.drain()
+
+    def card(self) -> dict:
+        cards = self.fake.top_level(STAFF_CHANNEL)
+        assert len(cards) == 1, cards
+        return cards[0]
+
+
+@pytest.fixture
+async def fake():
+    async with FakeSlack() as f:
+        yield f
+
+
+@pytest.fixture
+def slack_env(base_env, fake) -> dict[str, str]:
+    return {**base_env, "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_STAFF_CHANNEL": STAFF_CHANNEL, "SLACK_API_URL": fake.base_url}
+
+
+@pytest.fixture
+async def h(fake, slack_env):
+    harness = await Harness(fake, slack_env).start()
+    yield harness
+    await harness.stop()
+
+
+def button_ids(message: dict) -> list[str]:
+    return [e["action_id"] for b in message.get("blocks", []) if b["type"] == "actions" for e in b["elements"]]
+
+
+def block_text(message: dict) -> str:
+    return json.dumps(message.get("blocks", []))
+
+
+# -- signatures ------------------------------------------------------------------------------
+async def test_handoff_card_shows_customer_platform_history_and_buttons(h):
+    await h.customer("Hi, my order 1234 has not arrived")
+    await h.customer("I want to talk to a human")
+    card = h.card()
+    text = block_text(card)
+    assert "Ada Lovelace" in text and "Telegram" in text
+    assert "my order 1234 has not arrived" in text and "I want to talk to a human" in text
+    assert button_ids(card) == ["handoff_take", "handoff_resolve"]
+
+
+async def test_correctly_signed_staff_reply_reaches_the_customer(h, fake):
+    await h.customer("agent please")
+    event = fake.user_message("Hi Ada, I'm Bob. Let me check.", thread_ts=h.card()["ts"])
+    status, _ = await fake.send_event(event)
+    await h.settle()
+    assert status == 200
+    assert h.channel.texts() == ["Hi Ada, I'm Bob. Let me check."]
+
+
+@pytest.mark.parametrize("how", ["wrong_secret", "missing", "stale", "tampered"])
+async def test_badly_signed_requests_get_401_and_change_nothing(h, fake, how):
+    await h.customer("agent please")
+    calls_before = len(fake.calls)
+    event = fake.user_message("this must never reach the customer", thread_ts=h.card()["ts"])
+    body = json.dumps(fake.envelope(event))
+    kw: dict = {}
+    if how == "wrong_secret":
+        kw = {"secret": "not-the-signing-secret"}
+    elif how == "missing":
+        kw = {"signed": False}
+    elif how == "stale":  # a replay of a correctly signed request, 6 minutes later
+        kw = {"timestamp": int(time.time()) - 6 * 60}
+    if how == "tampered":
+        from fakes.slack_api import sign
+
+        headers = sign(body)
+        body = body.replace("never", "NEVER")
+        status, _ = await fake.post_to_app(body, "application/json", kind="x", headers=headers, signed=False)
+    else:
+        status, _ = await fake.post_to_app(body, "application/json", kind="x", **kw)
+    await h.settle()
+    assert status == 401
+    assert h.channel.sent == []
+    assert len(fake.calls) == calls_before  # not even auth.test: nothing ran
+    # ...and the same event, correctly signed, still works: the bad one claimed nothing.
+    status, _ = await fake.post_to_app(json.dumps(json.loads(body.replace("NEVER", "never"))),
+                                       "application/json", kind="x")
+    await h.settle()
+    assert status == 200 and h.channel.texts() == ["this must never reach the customer"]
+
+
+async def test_url_verification_challenge(h, fake):
+    body = json.dumps({"token": "t", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P",
+                       "type": "url_verification"})
+    status, text = await fake.post_to_app(body, "application/json", kind="url_verification")
+    assert status == 200 and "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P" in text
+    status, _ = await fake.post_to_app(body, "application/json", kind="url_verification", signed=False)
+    assert status == 401
+
+
+# -- retries, echoes, notes ------------------------------------------------------------------
+async def test_slack_retries_have_no_second_effect_even_across_a_restart(fake, slack_env):
+    h1 = await Harness(fake, slack_env).start()
+    await h1.customer("agent please")
+    event = fake.user_message("Only once, please.", thread_ts=h1.card()["ts"])
+    event_id = fake.next_event_id()
+    assert (await fake.send_event(event, event_id=event_id))[0] == 200
+    assert (await fake.send_event(event, event_id=event_id, retry_num=1))[0] == 200
+    await h1.settle()
+    sent_first = list(h1.channel.texts())
+    await h1.stop()
+
+    h2 = await Harness(fake, slack_env).start()  # the server restarted; Slack retries again
+    assert (await fake.send_event(event, event_id=event_id, retry_num=2))[0] == 200
+    await h2.settle()
+    await h2.stop()
+    assert sent_first == ["Only once, please."] and h2.channel.sent == []
+
+
+async def test_notes_stay_internal_and_the_bots_own_posts_are_never_relayed(h, fake):
+    fake.echo_bot_posts = True  # Slack sends the bot its own messages back as events
+    await h.customer("I need a real person")
+    await h.settle()
+    thread = h.card()["ts"]
+    await fake.send_event(fake.user_message("note: customer seems upset, be gentle", thread_ts=thread))
+    await fake.send_event(fake.user_message("NOTE: VIP", thread_ts=thread))
+    await h.customer("hello?? anyone")   # forwarded into the thread by the bot, echoed back
+    await h.settle()
+    await fake.send_event(fake.user_message("Sorry for the wait!", thread_ts=thread))
+    await h.settle()
+    assert h.channel.texts() == ["Sorry for the wait!"]
+    forwarded = [m["text"] for m in fake.thread(STAFF_CHANNEL, thread) if m.get("bot_id") == BOT_ID]
+    assert any("hello?? anyone" in t for t in forwarded)
+    echoed = [k for k, s in fake.deliveries if k == "message" and s == 200]
+    assert len(echoed) >= 3  # the echoes really arrived, and were ignored
+
+
+async def test_a_customer_cannot_ping_the_staff_channel(h, fake):
+    await h.customer("human please <!channel> <https://evil.example|click>")
+    await h.customer("<@U0BOB> & <!here>")
+    texts = block_text(h.card()) + "".join(m["text"] for m in fake.thread(STAFF_CHANNEL, h.card()["ts"]))
+    assert "<!channel>" not in texts and "<!here>" not in texts and "<@U0BOB>" not in texts
+    assert "&lt;!channel&gt;" in texts
+
+
+# -- buttons -----------------------------------------------------------------------------------
+async def test_take_and_resolve_buttons(h, fake):
+    await h.customer("talk to a person")
+    card = h.card()
+    status, _ = await fake.send_action("handoff_take", "1", user="U0BOB", message_ts=card["ts"])
+    await h.settle()
+    assert status == 200
+    assert await h.bot.services["handoffs"].state("telegram", "42") == "taken"
+    assert "Taken by <@U0BOB>" in block_text(h.card()) and button_ids(h.card()) == ["handoff_resolve"]
+
+    await fake.send_action("handoff_resolve", "1", user="U0BOB", message_ts=card["ts"])
+    await h.settle()
+    assert await h.bot.services["handoffs"].state("telegram", "42") == "bot"
+    assert button_ids(h.card()) == []
+    conv, text, buttons = h.channel.sent[-1]
+    assert conv == "42" and "resolved" in text
+    assert [[(b.text, b.data) for b in row] for row in buttons] == [[(str(n), f"rate:42:{n}") for n in range(1, 6)]]
+    notes = [m["text"] for m in fake.thread(STAFF_CHANNEL, card["ts"])]
+    assert any("Taken by" in n for n in notes) and any("Resolved by" in n for n in notes)
+
+    # A second click (another staff member, a double click) changes nothing, says so.
+    await fake.send_action("handoff_resolve", "1", user="U0EVE", message_ts=card["ts"])
+    await h.settle()
+    assert len([s for s in h.channel.sent if s[2]]) == 1
+    assert fake.called("chat.postEphemeral")[-1]["user"] == "U0EVE"
+
+    reply = await h.customer("what are your opening hours?")
+    assert reply.tier == "template" and reply.text  # the bot answers again
+    await fake.send_event(fake.user_message("one more thing", thread_ts=card["ts"]))
+    await h.settle()
+    assert "one more thing" not in h.channel.texts()  # resolved: not relayed, staff told
+    assert "resolved" in fake.called("chat.postEphemeral")[-1]["text"]
+
+
+# -- staff questions, ack time, shutdown ------------------------------------------------------
+class SlowLlm:
+    name = "llm"
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    async def answer(self, event, turn):
+        if turn.route != "staff":
+            return None
+        from bot.models import Attempt
+
+        await asyncio.sleep(self.delay)
+        turn.record(Attempt("groq", "llama-3.1-8b-instant", "ok", self.delay * 1000, input_tokens=120,
+                            output_tokens=30, cost_usd=0.0000123))
+        return Reply(text="Refunds take 5-10 business days.", tier="llm", provider="groq",
+                     model="llama-3.1-8b-instant")
+
+
+async def test_mention_is_acked_at_once_and_answered_with_tier_provider_and_cost(h, fake):
+    h.bot.tiers.insert(1, SlowLlm(1.0))
+    t0 = time.perf_counter()
+    status, _ = await fake.send_event(fake.mention("how long do refunds take?"))
+    acked = time.perf_counter() - t0
+    assert status == 200 and acked < 0.5  # Slack's limit is 3 s; the answer takes 1 s
+    assert fake.called("chat.postMessage") == []
+    await h.settle()
+    (answer,) = fake.called("chat.postMessage")
+    assert answer["thread_ts"]  # answered in a thread under the question
+    assert "Refunds take 5-10 business days." in answer["text"]
+    assert "tier=llm" in answer["text"] and "provider=groq" in answer["text"] and "$0.000012" in answer["text"]
+
+
+async def test_direct_message_question_is_answered_by_the_whole_pipeline(h, fake):
+    event = fake.user_message("what is your refund policy?", channel="D0STAFFDM", channel_type="im")
+    await fake.send_event(event)
+    await h.settle()
+    (answer,) = fake.called("chat.postMessage")
+    assert answer["channel"] == "D0STAFFDM" and "tier=template" in answer["text"]
+    assert "refund" in answer["text"].lower()
+
+
+async def test_shutdown_finishes_work_already_acked(fake, slack_env):
+    h = await Harness(fake, slack_env).start()
+    h.bot.tiers.insert(1, SlowLlm(0.5))
+    status, _ = await fake.send_event(fake.mention("refunds?"))
+    assert status == 200 and fake.called("chat.postMessage") == []
+    await h.stop()  # SIGTERM path: on_shutdown waits for the answer in flight
+    assert len(fake.called("chat.postMessage")) == 1
+
+
+# -- Web API rate limits and outages ------------------------------------------------------------
+async def test_web_api_429_is_retried_after_retry_after(h, fake):
+    fake.fail_next("chat.postMessage", "ratelimited", retry_after=1)
+    await h.customer("human")
+    posts = [c for c in fake.calls if c.method == "chat.postMessage"]
+    assert [c.status for c in posts] == [429, 200]
+    assert posts[1].at - posts[0].at >= 1.0
+    assert h.card()["ts"]
+
+
+async def test_a_handoff_posted_while_slack_was_down_is_posted_after_restart(fake, slack_env):
+    h1 = await Harness(fake, slack_env).start()
+    fake.fail_next("chat.postMessage", "internal_error", status=500, times=10)
+    await h1.customer("human please")
+    assert fake.top_level(STAFF_CHANNEL) == []
+    await h1.stop()
+    fake._failures.clear()
+    h2 = await Harness(fake, slack_env).start()
+    await h2.settle()
+    assert "human please" in block_text(h2.card())
+    await h2.stop()
+
+
+# -- slash commands ------------------------------------------------------------------------------
+async def test_slash_tierbot_handoffs_and_stats(h, fake):
+    status, body = await fake.send_command("handoffs")
+    assert status == 200 and "No open handoffs" in body
+    await h.customer("speak to a person")
+    await h.customer("hello?", conv="43")
+    await h.customer("human!", conv="43")
+    status, body = await fake.send_command("handoffs")
+    assert "2 open handoffs" in body and "Ada Lovelace" in body
+    status, body = await fake.send_command("stats")
+    assert status == 200 and "Handoffs: 2 opened, 0 resolved, 2 open now" in body
+    status, body = await fake.send_command("frobnicate")
+    assert "Unknown subcommand" in body and "Usage" in body
+
+
+async def test_slash_faq_goes_to_the_faq_store(h, fake):
+    class FaqStore:  # the shape of services["faq"] the command relies on
+        def __init__(self):
+            self.entries = {}
+
+        def add(self, question, answer):
+            key = f"f{len(self.entries) + 1}"
+            self.entries[key] = {"id": key, "question": question, "answer": answer}
+            return self.entries[key]
+
+        def list(self):
+            return list(self.entries.values())
+
+        def remove(self, key):
+            return self.entries.pop(key, None) is not None
+
+    h.bot.services["faq"] = store = FaqStore()
+    _, body = await fake.send_command('faq add "Do you ship to Norway?" "Yes, in 3-6 days."')
+    assert "Added FAQ entry `f1`" in body and store.entries["f1"]["answer"] == "Yes, in 3-6 days."
+    _, body = await fake.send_command("faq list")
+    assert "Do you ship to Norway?" in body
+    _, body = await fake.send_command("faq add only-a-question")
+    assert "Usage" in body and len(store.entries) == 1
+    _, body = await fake.send_command("faq remove f1")
+    assert "Removed" in body and store.entries == {}
+
+
+def test_half_configured_slack_is_a_clear_error():
+    assert SlackSettings.from_config(Config(env={})) is None
+    with pytest.raises(ConfigError, match="SLACK_SIGNING_SECRET, SLACK_STAFF_CHANNEL"):
+        SlackSettings.from_config(Config(env={"SLACK_BOT_TOKEN": TOKEN}))
+    with pytest.raises(ConfigError, match="SLACK_API_URL"):
+        SlackSettings.from_config(Config(env={"SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+                                              "SLACK_STAFF_CHANNEL": "C1", "SLACK_API_URL": "ftp://x"}))
+
+
+async def test_not_configured_means_no_route(base_env):
+    bot = SupportBot.from_env(base_env)
+    app = web.Application()
+    assert install(app, bot) is None
+    assert "staff_desk" not in bot.services
+    await bot.aclose()
+
+
+_ = BOT_USER_ID
