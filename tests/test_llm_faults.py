@@ -1,0 +1,202 @@
+"""The fault matrix: each provider × each way a provider fails, and all of them down.
+
+Every message must get a reply within the deadline, from the expected tier/provider,
+with the failure reason recorded and the breakers in the expected state. Real SDKs,
+real HTTP, fake servers speaking each provider's wire format.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from bot import Event
+from fakes import llm_servers as F
+from fakes.llm_bot import MODELS, llm_env, make_bot
+
+DEADLINE = 1.5
+ORDER = ("groq", "gemini", "claude")
+
+# fault name -> (server behaviour or None for "refused", expected outcome of the failed attempt)
+FAULTS = {
+    "rate_limited": (lambda: F.rate_limited(retry_after=2), "rate_limited"),
+    "server_error": (F.server_error, "server_error"),
+    "overloaded": (F.overloaded, "overloaded"),  # 503 (Groq, Gemini) / 529 overloaded_error (Claude)
+    "black_hole": (F.black_hole, "timeout"),
+    "refused": (None, "connection"),
+    "reset": (F.reset, "connection"),
+    "malformed": (F.malformed, "malformed"),
+    "empty": (F.empty, "empty"),
+    "auth": (F.auth_error, "auth"),
+    "safety": (F.safety, "content_filtered"),
+}
+
+
+def ev(text: str = "Where is my order?", conv: str = "c1") -> Event:
+    return Event(platform="test", conversation_id=conv, user_id="u1", text=text)
+
+
+def chain_with(primary: str) -> tuple[str, ...]:
+    return (primary, *[p for p in ORDER if p != primary])
+
+
+@pytest.fixture
+async def fp():
+    async with F.FakeProviders() as f:
+        yield f
+
+
+async def timed(bot, event):
+    t0 = time.perf_counter()
+    reply = await bot.handle(event)
+    return reply, time.perf_counter() - t0
+
+
+@pytest.mark.parametrize("primary", ORDER)
+async def test_healthy_primary_answers_with_its_usage_and_cost(fp, tmp_path, primary):
+    chain = chain_with(primary)
+    fp.servers[primary].default = F.ok("Your order ships tomorrow.", input_tokens=120, output_tokens=6)
+    async with make_bot(llm_env(fp, tmp_path, chain=",".join(chain))) as bot:
+        reply, elapsed = await timed(bot, ev())
+    assert reply.tier == "llm" and reply.provider == primary and reply.model == MODELS[primary]
+    assert reply.text == "Your order ships tomorrow."
+    assert not reply.fallback
+    assert [a.outcome for a in reply.attempts] == ["ok"]
+    assert (reply.input_tokens, reply.output_tokens) == (120, 6)
+    assert reply.cost_usd is not None and reply.cost_usd > 0
+    # Nobody else was asked.
+    assert [len(fp.servers[p].requests) for p in chain] == [1, 0, 0]
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.parametrize("primary", ORDER)
+async def test_failing_primary_fails_over_with_reason_and_breaker_state(fp, tmp_path, primary, fault):
+    make, expected = FAULTS[fault]
+    chain = chain_with(primary)
+    if make is not None:
+        fp.servers[primary].default = make()
+    refused = {primary} if make is None else set()
+    env = llm_env(fp, tmp_path, chain=",".join(chain), deadline=DEADLINE, attempt=0.4, refused=refused)
+    async with make_bot(env) as bot:
+        reply, elapsed = await timed(bot, ev())
+        breakers = bot.services["breakers"]
+        second, second_elapsed = await timed(bot, ev(conv="c2"))
+
+    assert elapsed < DEADLINE + 0.05
+    assert reply.tier == "llm" and reply.provider == chain[1], reply.attempts
+    assert reply.fallback
+    first = reply.attempts[0]
+    assert (first.provider, first.model, first.outcome) == (primary, MODELS[primary], expected)
+    assert reply.attempts[-1].outcome == "ok" and reply.attempts[-1].provider == chain[1]
+
+    model_state = breakers.state(primary, MODELS[primary])
+    host_state = breakers.state(primary)
+    if fault == "rate_limited":
+        assert first.retry_after == 2.0
+        assert model_state == "paused"  # a rate signal: wait what was asked, no outage
+        assert second.attempts[0].outcome == "skipped:rate_limited"
+    elif fault == "auth":
+        assert host_state == "disabled"
+        assert second.attempts[0].outcome == "skipped:disabled_auth"
+    else:
+        # One failure is not an outage: the breakers stay closed and the primary is tried again.
+        assert model_state == "closed" and host_state == "closed"
+        assert second.attempts[0].outcome == expected
+    if fault in ("rate_limited", "auth"):
+        assert second_elapsed < 0.2  # skipped at once, nothing sent
+        assert len(fp.servers[primary].requests) == (0 if make is None else 1)
+    assert second.provider == chain[1]
+
+
+HEALTH_FAULTS = ["server_error", "overloaded", "black_hole", "refused", "malformed", "empty"]
+
+
+@pytest.mark.parametrize("fault", HEALTH_FAULTS)
+@pytest.mark.parametrize("primary", ORDER)
+async def test_breaker_opens_after_repeated_failures_then_dead_primary_costs_nothing(fp, tmp_path, primary, fault):
+    make, expected = FAULTS[fault]
+    chain = chain_with(primary)
+    if make is not None:
+        fp.servers[primary].default = make()
+    env = llm_env(fp, tmp_path, chain=",".join(chain), attempt=0.25,
+                  refused={primary} if make is None else set(), TIERBOT_BREAKER_THRESHOLD="3")
+    async with make_bot(env, ledger=True) as bot:
+        for i in range(3):
+            r = await bot.handle(ev(conv=f"c{i}"))
+            assert r.attempts[0].outcome == expected and r.provider == chain[1]
+        breakers = bot.services["breakers"]
+        transport = fault in ("black_hole", "refused")
+        opened = breakers.get(primary) if transport else breakers.get(primary, MODELS[primary])
+        assert opened.state == "open"
+        sent = len(fp.servers[primary].requests)
+        reply, elapsed = await timed(bot, ev(conv="after"))
+        from fakes.llm_bot import LEDGER
+
+        events = LEDGER["current"].events
+    assert reply.attempts[0].outcome == "skipped:breaker_open"
+    assert reply.provider == chain[1]
+    assert len(fp.servers[primary].requests) == sent  # not a single request to the dead primary
+    assert elapsed < 0.1
+    assert ("breaker_open", "", {"provider": primary, "model": opened.model, "reason": expected}) in events
+
+
+@pytest.mark.parametrize("primary", ORDER)
+async def test_stream_cut_mid_way_is_completed_by_next_provider_without_duplicates(fp, tmp_path, primary):
+    chain = chain_with(primary)
+    fp.servers[primary].default = F.cut("The quick brown fox jumps over the lazy dog.", cut_after=3)
+    fp.servers[chain[1]].default = F.ok("fox jumps over the lazy dog.")
+    async with make_bot(llm_env(fp, tmp_path, chain=",".join(chain))) as bot:
+        t0 = time.perf_counter()
+        items = [x async for x in bot.stream(ev())]
+        elapsed = time.perf_counter() - t0
+    chunks, reply = items[:-1], items[-1]
+    assert elapsed < DEADLINE + 0.05
+    assert "".join(chunks) == reply.text  # chunks were append-only previews of the final text
+    assert reply.text.startswith("The quick brown") and reply.text.count("quick") == 1
+    assert reply.text.endswith("lazy dog.")
+    assert reply.provider == chain[1]
+    cut = reply.attempts[0]
+    assert (cut.provider, cut.outcome) == (primary, "stream_cut")
+    assert cut.output_tokens > 0  # the tokens the cut stream consumed are charged
+    assert reply.meta["stream"] == {"cut": [f"{primary}/{MODELS[primary]}"], "completed_by": f"{chain[1]}/{MODELS[chain[1]]}"}
+    # The next provider was asked to continue the partial text, not to start over.
+    asked = fp.servers[chain[1]].requests[0].body
+    assert "The quick brown" in str(asked)
+
+
+async def test_all_providers_down_templates_answer_within_deadline(fp, tmp_path):
+    fp.groq.default = F.black_hole()
+    fp.gemini.default = F.server_error()
+    fp.claude.default = F.black_hole()
+    async with make_bot(llm_env(fp, tmp_path, deadline=1.0, attempt=0.4)) as bot:
+        replies = []
+        for i in range(3):
+            replies.append(await timed(bot, ev("I want a refund", conv=f"c{i}")))
+    for reply, elapsed in replies:
+        assert elapsed < 1.0 + 0.05
+        assert reply.tier == "template" and reply.provider is None and "refund" in reply.text.lower()
+        assert reply.fallback
+    first = replies[0][0]
+    assert [(a.provider, a.outcome) for a in first.attempts] == [
+        ("groq", "timeout"), ("gemini", "server_error"), ("claude", "timeout")]
+
+
+async def test_all_providers_refused_answers_fast(fp, tmp_path):
+    env = llm_env(fp, tmp_path, refused={"groq", "gemini", "claude"})
+    async with make_bot(env) as bot:
+        reply, elapsed = await timed(bot, ev("hello"))
+    assert reply.tier == "template"
+    assert [a.outcome for a in reply.attempts] == ["connection"] * 3
+    assert elapsed < 0.5
+
+
+async def test_slow_primary_cannot_take_the_whole_deadline(fp, tmp_path):
+    # The primary answers, but only after 5 s: the deadline (1 s) must still hold, and
+    # the chain must leave time for the next provider.
+    fp.groq.default = F.ok("late", latency=5)
+    async with make_bot(llm_env(fp, tmp_path, deadline=1.0, attempt=0.5)) as bot:
+        reply, elapsed = await timed(bot, ev())
+    assert elapsed < 1.0 + 0.05
+    assert reply.provider == "gemini"
+    assert reply.attempts[0].outcome == "timeout"
+    assert 450 <= reply.attempts[0].latency_ms <= 600
