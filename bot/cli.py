@@ -19,6 +19,7 @@ __all__ = ["main", "describe", "COMMANDS"]
 # "module:function" registering extra subcommands.
 COMMANDS: tuple[str, ...] = (
     "bot.llm.check:register",
+    "bot.report.cli:register",
     "adapters.cli:register",
 )
 

@@ -1,0 +1,202 @@
+"""Daily spend caps, overall and per provider.
+
+The LLM chain asks every gate in `services["provider_gates"]` before each attempt;
+this one answers "budget" for a provider whose cap (or the overall cap) is reached,
+so the chain moves on to the next provider and, at worst, to the templates. The check
+is a dictionary lookup: the running totals live in memory, seeded from the ledger at
+start (a restart does not reset them) and advanced by every reply.
+
+One alert per cap per day: a "budget_alert" ledger event (also the memory of which
+alerts were sent, across restarts) and a message through the injected `post` callable.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from .config import Config, ConfigError
+from .logs import kv
+from .models import Event, Reply
+from .turn import TurnContext
+
+__all__ = ["BudgetGate", "Caps", "load_caps", "OVERALL"]
+
+log = logging.getLogger("tierbot.budget")
+
+OVERALL = "overall"  # the scope name of the all-providers cap
+Post = Callable[[list[dict[str, Any]], str], Awaitable[Any]]
+
+
+class Caps(dict):
+    """scope ("overall" or a provider name) -> daily cap in USD."""
+
+
+def _positive(value: Any, where: str) -> float:
+    try:
+        cap = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where} must be a number of US dollars, got {value!r}") from None
+    if cap <= 0:
+        raise ConfigError(f"{where} must be greater than 0, got {cap}")
+    return cap
+
+
+def load_caps(config: Config) -> Caps:
+    """`TIERBOT_DAILY_BUDGET_USD` (or `[budget] daily_usd`) and `[budget.providers] name = usd`."""
+    section = config.section("budget")
+    caps = Caps()
+    raw = config.get("TIERBOT_DAILY_BUDGET_USD")
+    if raw is not None:
+        caps[OVERALL] = _positive(raw, "TIERBOT_DAILY_BUDGET_USD")
+    elif section.get("daily_usd") is not None:
+        caps[OVERALL] = _positive(section["daily_usd"], "[budget] daily_usd")
+    providers = section.get("providers", {})
+    if not isinstance(providers, dict):
+        raise ConfigError("[budget.providers] must be a table of provider = daily USD cap")
+    for name, value in providers.items():
+        caps[str(name)] = _positive(value, f"[budget.providers] {name}")
+    return caps
+
+
+class BudgetGate:
+    """Provider gate + reply listener enforcing the daily caps."""
+
+    name = "budget"
+
+    def __init__(self, caps: dict[str, float], tz: ZoneInfo, *, ledger: Any = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.caps = dict(caps)
+        self.tz = tz
+        self.ledger = ledger
+        self.clock = clock
+        self.post: Post | None = None
+        self.spent: dict[str, float] = {}
+        self.alerted: set[str] = set()
+        self._day: dt.date = dt.date.min
+        self._day_end = 0.0
+        self._tasks: set[asyncio.Task] = set()
+        self._roll()
+
+    @classmethod
+    def from_config(cls, config: Config, ledger: Any = None) -> "BudgetGate":
+        gate = cls(load_caps(config), config.tz, ledger=ledger)
+        if ledger is not None:
+            gate.seed_from_ledger()
+        return gate
+
+    def set_alert_poster(self, post: Post | None) -> None:
+        """The server passes a Slack poster for SLACK_REPORT_CHANNEL: `await post(blocks, text)`."""
+        self.post = post
+
+    # -- day -----------------------------------------------------------------------------
+    def _roll(self) -> None:
+        now = self.clock()
+        if now < self._day_end:
+            return
+        day = dt.datetime.fromtimestamp(now, self.tz).date()
+        self._day = day
+        self._day_end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=self.tz).timestamp()
+        self.spent = {}
+        self.alerted = set()
+
+    @property
+    def day(self) -> dt.date:
+        self._roll()
+        return self._day
+
+    def seed_from_ledger(self) -> None:
+        """Today's spend and today's alerts, read from the ledger (blocking: start-up only)."""
+        from .ledger.days import day_bounds
+
+        self._roll()
+        start, end = day_bounds(self._day, self.tz)
+
+        def read(conn):
+            spend = self.ledger.spend_query(conn, start, end)
+            alerts = [json.loads(d or "{}").get("scope") for (d,) in conn.execute(
+                "SELECT data FROM events WHERE kind = 'budget_alert' AND ts >= ? AND ts < ?", (start, end))]
+            return spend, alerts
+
+        spend, alerts = self.ledger.read_now(read)
+        self.spent = spend
+        self.alerted = {a for a in alerts if a}
+
+    # -- the gate --------------------------------------------------------------------------
+    def total(self) -> float:
+        return sum(self.spent.values())
+
+    def capped(self, scope: str) -> bool:
+        cap = self.caps.get(scope)
+        if cap is None:
+            return False
+        spent = self.total() if scope == OVERALL else self.spent.get(scope, 0.0)
+        return spent >= cap
+
+    def skip_reason(self, provider: str, model: str) -> str | None:
+        if not self.caps:
+            return None
+        self._roll()
+        if self.capped(OVERALL) or self.capped(provider):
+            return "budget"
+        return None
+
+    # -- spend tracking ---------------------------------------------------------------------
+    async def on_reply(self, event: Event, reply: Reply, turn: TurnContext) -> None:
+        self.add_spend((a.provider, a.cost_usd) for a in reply.attempts)
+
+    def add_spend(self, costs) -> None:
+        """Advance today's totals; unknown prices (None) cannot be counted and are skipped."""
+        self._roll()
+        touched = False
+        for provider, cost in costs:
+            if cost:
+                self.spent[provider] = self.spent.get(provider, 0.0) + cost
+                touched = True
+        if touched and self.caps:
+            for scope in self.caps:
+                if scope not in self.alerted and self.capped(scope):
+                    self.alerted.add(scope)
+                    self._spawn(self._alert(scope))
+
+    def status(self) -> list[dict[str, Any]]:
+        """Each cap with today's spend, for the report and `tierbot check`."""
+        self._roll()
+        return [{"scope": s, "cap_usd": c,
+                 "spent_usd": self.total() if s == OVERALL else self.spent.get(s, 0.0),
+                 "capped": self.capped(s)} for s, c in sorted(self.caps.items())]
+
+    async def _alert(self, scope: str) -> None:
+        cap = self.caps[scope]
+        spent = self.total() if scope == OVERALL else self.spent.get(scope, 0.0)
+        who = "all providers" if scope == OVERALL else scope
+        text = (f":warning: Daily budget reached on {self._day.isoformat()}: {who} spent "
+                f"${spent:.4f} of the ${cap:.2f} cap. {who.capitalize()} will be skipped for the "
+                "rest of the day; the chain answers with the next provider or the templates.")
+        log.warning(kv(event="budget_alert", scope=scope, cap_usd=cap, spent_usd=round(spent, 6)))
+        data = {"scope": scope, "cap_usd": cap, "spent_usd": spent, "day": self._day.isoformat()}
+        if self.ledger is not None:
+            try:
+                await self.ledger.record_event("budget_alert", data=data)
+            except Exception:
+                log.exception("recording the budget alert failed")
+        if self.post is not None:
+            blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+            try:
+                await self.post(blocks, text)
+            except Exception as e:
+                log.error(kv(event="budget_alert_post_failed", error=type(e).__name__))
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
