@@ -39,6 +39,7 @@ class BotParts:
 # "module:function" — each takes BotParts and adds what its subsystem owns.
 PLUGINS: tuple[str, ...] = (
     "bot.ledger.plugin:install",
+    "faq_cache.plugin:install",
     "bot.llm.plugin:install",
     "bot.handoff.plugin:install",
     "bot.metrics:install",

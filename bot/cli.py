@@ -21,6 +21,7 @@ COMMANDS: tuple[str, ...] = (
     "bot.llm.check:register",
     "bot.report.cli:register",
     "adapters.cli:register",
+    "faq_cache.cli:register",
 )
 
 

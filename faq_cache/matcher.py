@@ -1,0 +1,186 @@
+"""Scoring a question against the FAQ: TF-IDF features and a linear model.
+
+Why this design (measured in bench/faq_eval.py, figures in BENCHMARKS.md):
+- rapidfuzz ratios are unsafe as confidences and cost 15-40 ms over 10 k variants;
+- character n-grams (2-5, within words) plus word uni/bi-grams, weighted by TF-IDF,
+  feed a one-vs-rest linear SVM (scikit-learn's LinearSVC), one class per entry;
+- the confidence is the *margin* between the best entry's score and the runner-up's:
+  a question that sits between two entries is not answered;
+- a background class of off-topic questions (CLINC150 out-of-scope training
+  questions, see data/README.md) absorbs questions no entry covers;
+- a unique exact match after normalisation is served whatever the margin.
+scikit-learn fits the model; lookups use the fitted arrays directly (a few numpy
+operations on ~100 features), which keeps p99 well under a millisecond.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .entries import FaqEntry
+from .normalize import normalize
+
+__all__ = ["Match", "Matcher", "DEFAULT_THRESHOLD", "MODEL_VERSION", "load_background", "char_ngrams", "word_ngrams"]
+
+# Chosen on a Banking77 validation split, never on the test questions (bench/faq_eval.py --choose).
+DEFAULT_THRESHOLD = 0.92
+MODEL_VERSION = 1  # bump when features change: stored models of older versions are refitted
+BACKGROUND = "__background__"
+
+
+def char_ngrams(text: str, lo: int = 2, hi: int = 5) -> list[str]:
+    """Character n-grams inside word boundaries (like scikit-learn's char_wb)."""
+    grams: list[str] = []
+    for word in text.split():
+        w = f" {word} "
+        n_max = min(hi, len(w))
+        for n in range(lo, n_max + 1):
+            grams.extend(w[i:i + n] for i in range(len(w) - n + 1))
+    return grams
+
+
+def word_ngrams(text: str) -> list[str]:
+    words = text.split()
+    return words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+
+
+def load_background() -> list[str]:
+    """Off-topic questions shipped with the package (one per line)."""
+    text = (Path(__file__).resolve().parent / "data" / "background.txt").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """The best entry for a question, its margin over the runner-up, and whether it clears the bar."""
+
+    entry_id: str | None
+    score: float
+    runner_up: str | None
+    accepted: bool
+    reason: str  # "exact", "margin", or why not: "below_threshold", "off_topic", "ambiguous_exact", "empty"
+
+
+class _Block:
+    """One TF-IDF feature block (vocabulary, idf, offset into the weight matrix)."""
+
+    __slots__ = ("vocab", "idf", "offset")
+
+    def __init__(self, vocab: dict[str, int], idf: np.ndarray, offset: int) -> None:
+        self.vocab, self.idf, self.offset = vocab, idf, offset
+
+    def features(self, grams: Iterable[str]) -> tuple[list[int], list[float]]:
+        counts = Counter(g for g in grams if g in self.vocab)
+        if not counts:
+            return [], []
+        idx = [self.vocab[g] for g in counts]
+        vals = np.array([1.0 + math.log(c) for c in counts.values()]) * self.idf[idx]
+        vals /= np.linalg.norm(vals)
+        return [i + self.offset for i in idx], vals.tolist()
+
+
+class Matcher:
+    """A fitted FAQ matcher. Build with `Matcher.fit(entries)`; pickles as plain arrays."""
+
+    def __init__(self, labels: list[str], blocks: list[_Block], weights: np.ndarray, bias: np.ndarray,
+                 exact: dict[str, str | None], threshold: float = DEFAULT_THRESHOLD) -> None:
+        self.labels = labels
+        self.blocks = blocks
+        self.weights = weights  # (n_features, n_classes), column gathers are cheap in this layout
+        self.bias = bias
+        self.exact = exact  # normalised question -> entry id (None when two entries share it)
+        self.threshold = threshold
+        self.version = MODEL_VERSION
+
+    @property
+    def n_entries(self) -> int:
+        return sum(1 for label in self.labels if label != BACKGROUND)
+
+    @classmethod
+    def fit(cls, entries: Sequence[FaqEntry], *, threshold: float = DEFAULT_THRESHOLD,
+            background: Sequence[str] | None = None, C: float = 1.0) -> "Matcher":
+        """Fit on every question variant; entries with no usable question are skipped."""
+        from scipy.sparse import hstack
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.svm import LinearSVC
+
+        texts: list[str] = []
+        labels: list[str] = []
+        exact: dict[str, str | None] = {}
+        for entry in entries:
+            for q in entry.questions:
+                nq = normalize(q)
+                if not nq:
+                    continue
+                texts.append(nq)
+                labels.append(entry.id)
+                if exact.get(nq, entry.id) != entry.id:
+                    exact[nq] = None  # the same words under two answers: never served by exact match
+                else:
+                    exact.setdefault(nq, entry.id)
+        if not texts:
+            return cls([], [], np.zeros((0, 0)), np.zeros(0), {}, threshold)
+        bg = [normalize(t) for t in (load_background() if background is None else background)]
+        bg = [t for t in bg if t and t not in exact]
+        texts += bg
+        labels += [BACKGROUND] * len(bg)
+        vectorizers = [
+            TfidfVectorizer(analyzer=char_ngrams, sublinear_tf=True, dtype=np.float64),
+            TfidfVectorizer(analyzer=word_ngrams, sublinear_tf=True, dtype=np.float64),
+        ]
+        X = hstack([v.fit_transform(texts) for v in vectorizers]).tocsr()
+        classes = sorted(set(labels))
+        if len(classes) == 1:  # cannot happen with a background, but keep fit total
+            classes.append(BACKGROUND if classes[0] != BACKGROUND else "__none__")
+        svm = LinearSVC(C=C)
+        svm.fit(X, labels)
+        coef, intercept = svm.coef_, svm.intercept_
+        if len(svm.classes_) == 2:  # binary LinearSVC has one row: score(class 1) = w.x+b
+            coef = np.vstack([-coef[0], coef[0]])
+            intercept = np.array([-intercept[0], intercept[0]])
+        blocks, offset = [], 0
+        for v in vectorizers:
+            blocks.append(_Block(dict(v.vocabulary_), v.idf_.copy(), offset))
+            offset += len(v.vocabulary_)
+        return cls(list(svm.classes_), blocks, np.ascontiguousarray(coef.T), intercept.copy(), exact, threshold)
+
+    def scores(self, normalized: str) -> np.ndarray:
+        idx: list[int] = []
+        vals: list[float] = []
+        for block, grams in zip(self.blocks, (char_ngrams(normalized), word_ngrams(normalized))):
+            i, v = block.features(grams)
+            idx += i
+            vals += v
+        if not idx:
+            return self.bias.copy()
+        return np.asarray(vals) @ self.weights[idx] + self.bias
+
+    def match(self, text: str, *, threshold: float | None = None, normalized: bool = False) -> Match:
+        """Score `text`; `accepted` only when it is sure (see the module docstring)."""
+        threshold = self.threshold if threshold is None else threshold
+        q = text if normalized else normalize(text)
+        if not q or not self.labels:
+            return Match(None, 0.0, None, False, "empty")
+        s = self.scores(q)
+        order = np.argsort(s)[::-1]
+        best, second = int(order[0]), int(order[1]) if len(order) > 1 else int(order[0])
+        margin = float(s[best] - s[second]) if len(order) > 1 else float(s[best])
+        best_label, second_label = self.labels[best], self.labels[second]
+        if q in self.exact:
+            eid = self.exact[q]
+            if eid is None:
+                return Match(best_label if best_label != BACKGROUND else None, margin, second_label, False,
+                             "ambiguous_exact")
+            return Match(eid, max(margin, threshold), second_label, True, "exact")
+        if best_label == BACKGROUND:
+            runner = second_label if second_label != BACKGROUND else None
+            return Match(None, -margin, runner, False, "off_topic")
+        runner = None if second_label == BACKGROUND else second_label
+        if margin >= threshold:
+            return Match(best_label, margin, runner, True, "margin")
+        return Match(best_label, margin, runner, False, "below_threshold")

@@ -1,0 +1,30 @@
+"""Installs the FAQ/greeting cache: its tier, the learned-cache listener and services["faq"]."""
+from __future__ import annotations
+
+from bot.app import BotParts
+
+from .learned import LearnedCache, LearnedCacheListener
+from .settings import FaqSettings
+from .store import FaqStore
+from .tier import FaqTier
+
+__all__ = ["install", "open_store"]
+
+
+def open_store(settings: FaqSettings) -> FaqStore:
+    return FaqStore(settings.directory / "store", threshold=settings.threshold)
+
+
+def install(parts: BotParts) -> None:
+    settings = FaqSettings.from_config(parts.config)
+    store = open_store(settings)
+    learned = LearnedCache(settings.directory / "learned", store, ttl_s=settings.learned_ttl_s,
+                           max_entries=settings.learned_max_entries, enabled=settings.learned)
+    tier = FaqTier(store, parts.renderer, learned=learned if settings.learned else None,
+                   greetings=settings.greetings)
+    parts.cache.append(tier)
+    if settings.learned:
+        parts.listeners.append(LearnedCacheListener(learned))
+    parts.resources.extend([store, learned])
+    parts.services["faq"] = store
+    parts.services["faq_learned"] = learned

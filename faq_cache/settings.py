@@ -1,0 +1,47 @@
+"""The FAQ cache's settings, read from `bot.config.Config` (env wins over the [faq] section)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.config import Config, ConfigError
+
+from .matcher import DEFAULT_THRESHOLD
+
+__all__ = ["FaqSettings"]
+
+
+@dataclass(frozen=True)
+class FaqSettings:
+    directory: Path
+    threshold: float = DEFAULT_THRESHOLD
+    greetings: bool = True
+    learned: bool = True
+    learned_ttl_s: float = 3600.0
+    learned_max_entries: int = 1000
+
+    @classmethod
+    def from_config(cls, config: Config) -> "FaqSettings":
+        """TIERBOT_FAQ_THRESHOLD, TIERBOT_GREETINGS, TIERBOT_LEARNED_CACHE (on/off),
+        TIERBOT_LEARNED_CACHE_TTL_S, TIERBOT_LEARNED_CACHE_MAX; same keys in [faq] without prefix."""
+        section = config.section("faq")
+        # The config file's [faq] values act as defaults for the environment variables.
+        env = dict(config.env)
+        for key, name in (("threshold", "TIERBOT_FAQ_THRESHOLD"), ("greetings", "TIERBOT_GREETINGS"),
+                          ("learned_cache", "TIERBOT_LEARNED_CACHE"), ("learned_ttl_s", "TIERBOT_LEARNED_CACHE_TTL_S"),
+                          ("learned_max", "TIERBOT_LEARNED_CACHE_MAX")):
+            if key in section and not config.get(name):
+                value = section[key]
+                env[name] = ("on" if value else "off") if isinstance(value, bool) else str(value)
+        cfg = Config(env=env, file=config.file)
+        threshold = cfg.get_float("TIERBOT_FAQ_THRESHOLD", DEFAULT_THRESHOLD)
+        if threshold < 0:
+            raise ConfigError(f"TIERBOT_FAQ_THRESHOLD must be at least 0, got {threshold}")
+        return cls(
+            directory=config.data_dir / "faq",
+            threshold=threshold,
+            greetings=cfg.get_bool("TIERBOT_GREETINGS", True),
+            learned=cfg.get_bool("TIERBOT_LEARNED_CACHE", True),
+            learned_ttl_s=cfg.get_float("TIERBOT_LEARNED_CACHE_TTL_S", 3600.0, minimum=1.0),
+            learned_max_entries=cfg.get_int("TIERBOT_LEARNED_CACHE_MAX", 1000, minimum=1),
+        )

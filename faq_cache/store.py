@@ -1,0 +1,178 @@
+"""The FAQ store: entries, the fitted matcher and the hit counters, in diskcache.
+
+diskcache keeps everything in SQLite under TIERBOT_DATA_DIR, so several worker
+processes on one machine share one FAQ (and its counters) and nothing is lost on
+restart. The whole FAQ is one value, written with its version number in one
+transaction: an import is all-or-nothing, and a reader never sees half of it.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Iterable
+
+import diskcache
+
+from bot.logs import kv
+
+from .entries import FaqEntry, entry_id_for
+from .matcher import DEFAULT_THRESHOLD, MODEL_VERSION, Matcher
+from .normalize import normalize
+
+__all__ = ["FaqStore"]
+
+log = logging.getLogger("tierbot.faq")
+
+_ENTRIES, _VERSION, _MODEL = "faq:entries", "faq:version", "faq:model"
+_COUNTERS = ("hits", "misses", "evictions", "hits_faq", "hits_greeting", "hits_learned", "learned_stored",
+             "learned_refused")
+
+
+class FaqStore:
+    """Entries, matcher and counters shared by every process using `directory`."""
+
+    def __init__(self, directory: str | Path, *, threshold: float = DEFAULT_THRESHOLD) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.cache = diskcache.Cache(str(self.directory), timeout=5)
+        self.threshold = threshold
+        self._matcher: Matcher | None = None
+        self._matcher_version = -1
+        self._fit_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.cache.close()
+
+    aclose = close  # the pipeline closes resources with aclose()
+
+    def __enter__(self) -> "FaqStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- entries ----------------------------------------------------------------------
+    def version(self) -> int:
+        return int(self.cache.get(_VERSION, 0))
+
+    def _entries(self) -> dict[str, dict]:
+        return dict(self.cache.get(_ENTRIES, {}))
+
+    def entries(self) -> list[FaqEntry]:
+        return [FaqEntry.from_dict(d) for d in self._entries().values()]
+
+    def get(self, entry_id: str) -> FaqEntry | None:
+        d = self._entries().get(entry_id)
+        return FaqEntry.from_dict(d) if d else None
+
+    def _write(self, entries: dict[str, dict]) -> int:
+        with self.cache.transact(retry=True):
+            self.cache.set(_ENTRIES, entries, retry=True)
+            return self.cache.incr(_VERSION, retry=True)
+
+    def import_entries(self, entries: Iterable[FaqEntry], *, replace: bool = False) -> tuple[int, int]:
+        """Add or update entries (by id) in one transaction; `replace` drops the others.
+
+        Returns (added, updated)."""
+        new = list(entries)
+        with self.cache.transact(retry=True):
+            current = {} if replace else self._entries()
+            added = sum(1 for e in new if e.id not in current)
+            for e in new:
+                current[e.id] = e.to_dict()
+            version = self._write(current)
+        log.info(kv(event="faq_import", added=added, updated=len(new) - added, replace=replace, version=version))
+        return added, len(new) - added
+
+    def add(self, questions: list[str], answer: str, *, tags: list[str] | None = None,
+            entry_id: str | None = None) -> FaqEntry:
+        """Add questions to the entry with this answer (or id), creating it if needed."""
+        questions = [" ".join(q.split()) for q in questions if q and q.strip()]
+        if not questions:
+            raise ValueError("an FAQ entry needs at least one question")
+        if not answer or not answer.strip():
+            raise ValueError("an FAQ entry needs an answer")
+        eid = entry_id or entry_id_for(answer)
+        with self.cache.transact(retry=True):
+            current = self._entries()
+            entry = FaqEntry.from_dict(current[eid]) if eid in current else FaqEntry(eid, answer.strip(), [])
+            entry.answer = answer.strip()
+            entry.questions += [q for q in questions if q not in entry.questions]
+            entry.tags += [t for t in (tags or []) if t not in entry.tags]
+            current[eid] = entry.to_dict()
+            self._write(current)
+        return entry
+
+    def remove(self, entry_id: str) -> bool:
+        with self.cache.transact(retry=True):
+            current = self._entries()
+            if entry_id not in current:
+                return False
+            del current[entry_id]
+            self._write(current)
+            self.cache.delete(("hits", entry_id), retry=True)
+        return True
+
+    # -- matcher ----------------------------------------------------------------------
+    def matcher_is_current(self) -> bool:
+        return self._matcher is not None and self._matcher_version == self.version()
+
+    def matcher(self) -> Matcher:
+        """The matcher for the current entries: in memory, else stored by another process, else fitted."""
+        version = self.version()
+        if self._matcher is not None and self._matcher_version == version:
+            return self._matcher
+        with self._fit_lock:
+            if self._matcher is not None and self._matcher_version == version:
+                return self._matcher
+            stored = self.cache.get(_MODEL)
+            if stored and stored[0] == version and stored[1] == MODEL_VERSION:
+                matcher = stored[2]
+            else:
+                entries = self._entries()
+                matcher = Matcher.fit([FaqEntry.from_dict(d) for d in entries.values()], threshold=self.threshold)
+                with self.cache.transact(retry=True):
+                    if self.version() == version:  # nobody changed the FAQ while we fitted
+                        self.cache.set(_MODEL, (version, MODEL_VERSION, matcher), retry=True)
+                log.info(kv(event="faq_model_fitted", entries=matcher.n_entries, version=version))
+            matcher.threshold = self.threshold
+            self._matcher, self._matcher_version = matcher, version
+            return matcher
+
+    def current_matcher(self) -> Matcher | None:
+        """The last matcher loaded in this process, possibly stale (never blocks)."""
+        return self._matcher
+
+    # -- counters -----------------------------------------------------------------------
+    def count(self, name: str, n: int = 1) -> None:
+        self.cache.incr(("stat", name), n, retry=True)
+
+    def count_hit(self, kind: str, entry_id: str) -> None:
+        with self.cache.transact(retry=True):
+            self.cache.incr(("stat", "hits"), retry=True)
+            self.cache.incr(("stat", f"hits_{kind}"), retry=True)
+            self.cache.incr(("hits", entry_id), retry=True)
+
+    def hit_count(self, entry_id: str) -> int:
+        return int(self.cache.get(("hits", entry_id), 0))
+
+    def stats(self) -> dict[str, int]:
+        """Totals for the operators' report: hits (by kind), misses, evictions, ..."""
+        return {name: int(self.cache.get(("stat", name), 0)) for name in _COUNTERS}
+
+    def top_entries(self, n: int = 10) -> list[tuple[str, str, int]]:
+        """The most-used entries as (entry id or greeting/learned key, label, hits), most hits first."""
+        entries = self._entries()
+        rows = []
+        for key in self.cache.iterkeys():
+            if isinstance(key, tuple) and len(key) == 2 and key[0] == "hits":
+                eid = key[1]
+                label = entries[eid]["questions"][0] if eid in entries else eid
+                rows.append((eid, label, self.hit_count(eid)))
+        return sorted(rows, key=lambda r: -r[2])[:n]
+
+    def find_exact(self, question: str) -> list[str]:
+        """Ids of entries that list `question` (after normalisation) as a variant."""
+        q = normalize(question)
+        return [eid for eid, d in self._entries().items() if any(normalize(x) == q for x in d["questions"])]

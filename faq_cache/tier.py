@@ -1,0 +1,90 @@
+"""The cache tier: greeting → FAQ entry → learned answer, or None to pass the event on."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from bot.logs import kv
+from bot.models import Attempt, Event, Reply
+from bot.rendering import Renderer
+from bot.turn import TurnContext
+
+from .greetings import detect_greeting
+from .learned import LearnedCache
+from .matcher import Match, Matcher
+from .normalize import normalize
+from .store import FaqStore
+
+__all__ = ["FaqTier"]
+
+log = logging.getLogger("tierbot.faq")
+
+
+class FaqTier:
+    """Answers only when sure; every decision is left in `turn.notes["faq"]`."""
+
+    name = "cache"
+
+    def __init__(self, store: FaqStore, renderer: Renderer, *, learned: LearnedCache | None = None,
+                 greetings: bool = True) -> None:
+        self.store, self.renderer, self.learned, self.greetings = store, renderer, learned, greetings
+        self._refit: asyncio.Future[Matcher] | None = None
+
+    async def matcher(self) -> Matcher:
+        """The up-to-date matcher; a refit runs in a thread and survives a cancelled caller."""
+        if self.store.matcher_is_current():
+            return self.store.current_matcher()  # type: ignore[return-value]
+        if self._refit is None or self._refit.done():
+            self._refit = asyncio.ensure_future(asyncio.to_thread(self.store.matcher))
+        return await asyncio.shield(self._refit)
+
+    async def answer(self, event: Event, turn: TurnContext) -> Reply | None:
+        start = time.perf_counter()
+        text = event.text or ""
+        if not normalize(text):
+            return None
+        if self.greetings:
+            greeting = detect_greeting(text)
+            if greeting:
+                body = self.renderer.render(f"greetings/{greeting.kind}.j2", lang=greeting.lang,
+                                            user_name=event.user_name, text=text)
+                return self._hit(turn, start, body, f"greeting:{greeting.kind}", 1.0, "greeting",
+                                 {"lang": greeting.lang})
+        matcher = await self.matcher()
+        match = matcher.match(text)
+        turn.notes["faq"] = {"entry": match.entry_id, "score": round(match.score, 4), "reason": match.reason}
+        if match.accepted and match.entry_id:
+            entry = self.store.get(match.entry_id)
+            if entry is not None:  # removed since the model was fitted: never serve it
+                return self._hit(turn, start, entry.answer, entry.id, match.score, "faq", {"reason": match.reason})
+        if self.learned is not None and turn.is_first_message:
+            learned = self.learned.get(text)
+            if learned is not None:
+                return self._hit(turn, start, learned.answer, f"learned:{normalize(text)}", 1.0, "learned",
+                                 {"age_s": round(time.time() - learned.stored_at, 1)})
+        self.store.count("misses")
+        return None
+
+    def _hit(self, turn: TurnContext, start: float, text: str, entry: str, score: float, kind: str,
+             extra: dict) -> Reply:
+        latency_ms = (time.perf_counter() - start) * 1000
+        self.store.count_hit(kind, entry)
+        turn.record(Attempt(provider="cache", model=kind, outcome="ok", latency_ms=latency_ms, cost_usd=0.0))
+        log.debug(kv(tier="cache", kind=kind, entry=entry, score=round(score, 3)))
+        return Reply(text=text, tier="cache", provider="cache", model=kind,
+                     meta={"faq_entry": entry, "score": round(float(score), 4), "kind": kind, **extra})
+
+    def explain(self, text: str) -> dict:
+        """What would answer `text` and why (for `tierbot faq test`); never counts a hit."""
+        greeting = detect_greeting(text) if self.greetings else None
+        if greeting:
+            return {"kind": "greeting", "entry": f"greeting:{greeting.kind}", "lang": greeting.lang, "score": 1.0,
+                    "answered": True}
+        match: Match = self.store.matcher().match(text)
+        out = {"kind": "faq", "entry": match.entry_id, "score": round(match.score, 4), "runner_up": match.runner_up,
+               "threshold": self.store.threshold, "reason": match.reason, "answered": match.accepted,
+               "normalized": normalize(text)}
+        if not match.accepted and self.learned is not None and self.learned.get(text):
+            out.update(kind="learned", answered=True, reason="learned")
+        return out
