@@ -5,7 +5,7 @@ Environment (wins over the config file):
   TIERBOT_CHAIN               groq,gemini,claude (any order, any subset)
   TIERBOT_GROQ_MODELS         comma list, tried in order (also TIERBOT_GEMINI_MODELS,
                               TIERBOT_CLAUDE_MODELS)
-  TIERBOT_<P>_VISION_MODELS   models of provider P that accept images ("*" = all)
+  TIERBOT_<P>_VISION_MODELS   models of provider P that accept images ("*" = all, "none")
   TIERBOT_ROUTE_<NAME>        a named chain, e.g. TIERBOT_ROUTE_STAFF=claude,gemini:gemini-2.5-pro
   TIERBOT_ATTEMPT_TIMEOUT_S   cap on one attempt (default 6); the deadline caps it further
   TIERBOT_MAX_TOKENS, TIERBOT_FILTER_FALLTHROUGH, TIERBOT_HEDGING, TIERBOT_HEDGE_BUDGET,
@@ -120,7 +120,8 @@ class LLMSettings:
             models[p] = _split(raw, env)
             venv = f"TIERBOT_{p.upper()}_VISION_MODELS"
             vraw = config.get(venv) if config.get(venv) is not None else file_vision.get(p, DEFAULT_VISION[p])
-            vision[p] = frozenset(_split(vraw, venv)) if vraw not in ("", (), []) else frozenset()
+            none = vraw in ((), []) or (isinstance(vraw, str) and vraw.strip().lower() == "none")
+            vision[p] = frozenset() if none else frozenset(_split(vraw, venv))
 
         def expand(entries: tuple[str, ...], setting: str) -> tuple[Step, ...]:
             steps: list[Step] = []

@@ -51,4 +51,4 @@ def make_bot(env: dict[str, str], *extra_plugins: str, ledger: bool = False) -> 
                "bot.llm.plugin:install")
     if ledger:
         LEDGER["current"] = RecordingLedger()
-    return build_bot(Config(env), plugins=plugins)
+    return build_bot(Config.from_env(env), plugins=plugins)

@@ -1,0 +1,93 @@
+"""Streaming: free failover before the first chunk; a cut is completed or replaced,
+never left truncated, never shown twice."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from bot import Event
+from fakes import llm_servers as F
+from fakes.llm_bot import MODELS, llm_env, make_bot
+
+
+def ev(text: str = "How long does shipping take?") -> Event:
+    return Event(platform="test", conversation_id="s1", user_id="u1", text=text)
+
+
+@pytest.fixture
+async def fp():
+    async with F.FakeProviders() as f:
+        yield f
+
+
+async def collect(bot, event):
+    t0 = time.perf_counter()
+    items = [x async for x in bot.stream(event)]
+    return items[:-1], items[-1], time.perf_counter() - t0
+
+
+async def test_healthy_stream_yields_chunks_then_the_reply(fp, tmp_path):
+    fp.groq.default = F.ok("Delivery takes two to five days.", input_tokens=50)
+    async with make_bot(llm_env(fp, tmp_path)) as bot:
+        chunks, reply, _ = await collect(bot, ev())
+    assert len(chunks) > 1 and "".join(chunks) == reply.text == "Delivery takes two to five days."
+    assert reply.provider == "groq" and (reply.input_tokens, reply.output_tokens) == (50, 6)
+    assert "stream" not in reply.meta
+    assert fp.groq.requests[0].body["stream"] is True
+
+
+@pytest.mark.parametrize("fault", [F.server_error, F.rate_limited, F.overloaded, F.empty, F.malformed, F.safety])
+async def test_failover_before_first_chunk_is_invisible(fp, tmp_path, fault):
+    fp.groq.default = fault()
+    fp.gemini.default = F.ok("From Gemini.")
+    async with make_bot(llm_env(fp, tmp_path)) as bot:
+        chunks, reply, _ = await collect(bot, ev())
+    assert "".join(chunks) == "From Gemini." == reply.text
+    assert reply.provider == "gemini" and reply.fallback
+    assert "stream" not in reply.meta
+
+
+async def test_black_holed_stream_fails_over_within_its_budget(fp, tmp_path):
+    fp.groq.default = F.black_hole()
+    async with make_bot(llm_env(fp, tmp_path, deadline=1.0, attempt=0.3)) as bot:
+        chunks, reply, elapsed = await collect(bot, ev())
+    assert reply.provider == "gemini" and reply.attempts[0].outcome == "timeout"
+    assert elapsed < 1.0
+
+
+async def test_stream_that_stalls_after_first_chunks_is_cut_and_completed(fp, tmp_path):
+    # Chunks arrive slowly; the attempt's budget ends mid-answer.
+    fp.groq.default = F.ok("one two three four five six seven eight", chunk_delay=0.15)
+    fp.gemini.default = F.ok(" (continued) the end.")
+    async with make_bot(llm_env(fp, tmp_path, deadline=2.0, attempt=0.4)) as bot:
+        chunks, reply, elapsed = await collect(bot, ev())
+    assert elapsed < 2.0
+    assert reply.text.startswith("one two") and reply.text.endswith("the end.")
+    assert "".join(chunks) == reply.text
+    assert reply.attempts[0].outcome == "stream_cut"
+    assert reply.meta["stream"]["completed_by"] == f"gemini/{MODELS['gemini']}"
+
+
+async def test_cut_with_nobody_left_is_replaced_by_templates(fp, tmp_path):
+    fp.groq.default = F.cut("Refunds usually take", cut_after=2)
+    async with make_bot(llm_env(fp, tmp_path, chain="groq")) as bot:
+        chunks, reply, _ = await collect(bot, ev("I want a refund"))
+    assert "".join(chunks) == "Refunds usually"  # what the preview showed...
+    assert reply.tier == "template" and "refund" in reply.text.lower()  # ...is replaced
+    assert reply.meta["stream"] == {"cut": [f"groq/{MODELS['groq']}"], "replaced_by": "template",
+                                    "shown": "Refunds usually"}
+    cut = reply.attempts[0]
+    assert cut.outcome == "stream_cut" and cut.output_tokens > 0 and cut.cost_usd > 0
+    assert "usage_estimated" in cut.detail  # Groq reports usage only at the end
+
+
+async def test_claude_continues_a_cut_answer_by_prefill(fp, tmp_path):
+    fp.groq.default = F.cut("Our support team is available", cut_after=3)
+    fp.claude.default = F.ok(" is available Monday to Friday.")  # a continuation keeps its leading space
+    async with make_bot(llm_env(fp, tmp_path, chain="groq,claude")) as bot:
+        chunks, reply, _ = await collect(bot, ev("when are you open"))
+    assert reply.text == "Our support team is available Monday to Friday."
+    body = fp.claude.requests[0].body
+    assert body["messages"][-1] == {"role": "assistant", "content": "Our support team"}
+    assert "".join(chunks) == reply.text
