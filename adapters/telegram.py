@@ -177,7 +177,7 @@ class TelegramAdapter:
             self._background.append(asyncio.create_task(self._recover_loop(), name="telegram-recover"))
         log.info(kv(telegram="started", bot=self.tg.username))
 
-    async def stop(self, *, timeout: float = 30.0, flush_timeout: float = 5.0) -> None:
+    async def stop(self, *, timeout: float = 30.0, flush_timeout: float | None = None) -> None:
         """Stop taking updates, finish the answers in flight (up to `timeout`), try to
         deliver what is queued, then disconnect. Unfinished work stays in the inbox/outbox."""
         self.accepting = False
@@ -195,7 +195,7 @@ class TelegramAdapter:
                 await asyncio.gather(*pending, return_exceptions=True)
                 await self.inbox.release(keys)  # answered first thing after the restart
         if self._started:
-            await self.outbox.stop(flush_timeout=flush_timeout)
+            await self.outbox.stop(flush_timeout=min(5.0, timeout) if flush_timeout is None else flush_timeout)
             await self.application.shutdown()
             self._started = False
 

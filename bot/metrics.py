@@ -28,7 +28,7 @@ log = logging.getLogger("tierbot.metrics")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
-BREAKER_STATES = ("closed", "half_open", "open")
+BREAKER_STATES = ("closed", "paused", "half_open", "open", "disabled")
 
 
 def _state_name(state: Any) -> str:

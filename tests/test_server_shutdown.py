@@ -1,0 +1,86 @@
+"""Graceful shutdown: SIGTERM stops new work, finishes the replies in flight, then exits."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import time
+
+import aiohttp
+
+from fakes.llm_servers import FakeProviders, ok
+from fakes.telegram_api import FakeTelegram, text_update
+from telegram_harness import SECRET, EchoTier, inbox_rows, make_bot, make_config, post_update, running
+
+
+async def test_drain_finishes_in_flight_replies_and_refuses_new_updates(tmp_path):
+    async with FakeTelegram() as tg:
+        config = make_config(tg.base_url, tmp_path / "data", TELEGRAM_STREAM_DRAFTS="false")
+        tier = EchoTier(delay=0.5)
+        async with running(make_bot(config, tier), config) as (client, server):
+            for i in (1, 2, 3):
+                assert (await post_update(client, text_update(i, f"q{i}", chat_id=40 + i))).status == 200
+            while len(tier.calls) < 3:
+                await asyncio.sleep(0.01)
+            drain = asyncio.create_task(server.drain())
+            await asyncio.sleep(0.05)
+            late = await post_update(client, text_update(9, "too late", chat_id=49))
+            assert late.status == 503
+            await drain
+            assert sorted(tg.texts()) == ["echo: q1", "echo: q2", "echo: q3"]  # done before drain returned
+    assert [k for k, _ in inbox_rows(tmp_path / "data")] == ["telegram:1", "telegram:2", "telegram:3"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _wait_http(url: str, timeout: float = 20.0) -> None:
+    end = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < end:
+            try:
+                async with http.get(url) as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise TimeoutError(url)
+
+
+async def test_tierbot_serve_on_sigterm_answers_what_it_accepted_then_exits(tmp_path):
+    """The real `tierbot serve` process, real LLM chain (fake Groq answering in 1.5 s)."""
+    async with FakeTelegram() as tg, FakeProviders() as fp:
+        fp.groq.default = ok("Your parcel left our warehouse today.", latency=1.5)
+        port = _free_port()
+        env = {**os.environ, **fp.env(), "TELEGRAM_BOT_TOKEN": tg.token, "TELEGRAM_API_BASE_URL": tg.base_url,
+               "TELEGRAM_WEBHOOK_SECRET": SECRET, "TIERBOT_DATA_DIR": str(tmp_path / "data"),
+               "PORT": str(port), "TIERBOT_LOG_LEVEL": "WARNING"}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", env=env, cwd=str(tmp_path),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            await _wait_http(base + "/healthz")
+            async with aiohttp.ClientSession() as http:
+                async with http.post(base + "/telegram/webhook", data=json.dumps(text_update(1, "where is my parcel?")),
+                                     headers={"X-Telegram-Bot-Api-Secret-Token": SECRET,
+                                              "Content-Type": "application/json"}) as r:
+                    assert r.status == 200
+            await asyncio.sleep(0.3)  # the answer is now being produced (the provider takes 1.5 s)
+            assert tg.texts() == []
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert proc.returncode == 0, stderr.decode()[-2000:]
+        assert tg.texts(42) == ["Your parcel left our warehouse today."]
+    assert inbox_rows(tmp_path / "data") == [("telegram:1", "done")]

@@ -1,0 +1,156 @@
+"""Nothing lost: restarts mid-answer, redelivery across restarts, Telegram 429 and 5xx,
+and replies that cannot be delivered yet."""
+from __future__ import annotations
+
+import asyncio
+import pytest
+
+from adapters.durable import DurableStore
+from fakes.telegram_api import FakeTelegram, text_update
+from telegram_harness import EchoTier, inbox_rows, make_bot, make_config, post_update, running
+
+
+@pytest.fixture
+async def tg():
+    async with FakeTelegram() as fake:
+        yield fake
+
+
+async def crash(server) -> None:
+    """Die like a killed process: in-flight answers vanish, nothing is drained or released."""
+    tasks = list(server.telegram._tasks.values())
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    server.telegram.accepting = False
+
+
+async def test_update_recorded_but_unanswered_is_answered_once_after_restart(tg, tmp_path):
+    data = tmp_path / "data"
+    config = make_config(tg.base_url, data, TELEGRAM_LEASE_S="0.3", TELEGRAM_STREAM_DRAFTS="false")
+    stuck = EchoTier()
+    stuck.gate = asyncio.Event()  # the first process never finishes its answer
+    async with running(make_bot(config, stuck), config) as (client, server):
+        assert (await post_update(client, text_update(1, "first"))).status == 200
+        assert (await post_update(client, text_update(2, "second"))).status == 200
+        while len(stuck.calls) < 1:
+            await asyncio.sleep(0.01)
+        await crash(server)
+    assert tg.texts() == []
+    assert inbox_rows(data) == [("telegram:1", "pending"), ("telegram:2", "pending")]
+
+    fresh = EchoTier()
+    async with running(make_bot(config, fresh), config) as (client, server):
+        await tg.wait_for(lambda f: len(f.texts()) == 2, timeout=5)
+        # Telegram redelivers the update it had already sent: still answered once
+        assert (await post_update(client, text_update(2, "second"))).status == 200
+        await asyncio.sleep(0.4)
+    assert tg.texts() == ["echo: first", "echo: second"]  # once each, in order
+    assert inbox_rows(data) == [("telegram:1", "done"), ("telegram:2", "done")]
+
+
+async def test_redelivery_after_restart_is_not_answered_again(tg, tmp_path):
+    data = tmp_path / "data"
+    config = make_config(tg.base_url, data)
+    async with running(make_bot(config, EchoTier()), config) as (client, _):
+        await post_update(client, text_update(5, "hello"))
+        await tg.wait_for(lambda f: f.texts())
+    tier = EchoTier()
+    async with running(make_bot(config, tier), config) as (client, _):
+        assert (await post_update(client, text_update(5, "hello"))).status == 200
+        await asyncio.sleep(0.3)
+    assert tg.texts() == ["echo: hello"] and tier.calls == []
+
+
+async def test_429_retry_after_is_honoured(tg, tmp_path):
+    tg.fail_next("sendMessage", 429, retry_after=1)
+    config = make_config(tg.base_url, tmp_path / "data")
+    async with running(make_bot(config, EchoTier()), config) as (client, _):
+        await post_update(client, text_update(1, "hi"))
+        await tg.wait_for(lambda f: f.texts(), timeout=5)
+    tries = [c for c in tg.calls if c.method == "sendMessage"]
+    assert [c.status for c in tries] == [429, 200]
+    assert tries[1].at - tries[0].at >= 0.95  # waited as told, not earlier
+    assert tg.texts() == ["echo: hi"]
+
+
+async def test_5xx_is_retried_with_backoff(tg, tmp_path):
+    tg.fail_next("sendMessage", 502, times=2)
+    tg.fail_next("sendMessage", 500)
+    config = make_config(tg.base_url, tmp_path / "data")
+    async with running(make_bot(config, EchoTier()), config) as (client, server):
+        server.telegram.outbox.backoff_base_s = 0.05
+        await post_update(client, text_update(1, "hi"))
+        await tg.wait_for(lambda f: f.texts(), timeout=5)
+    tries = [c for c in tg.calls if c.method == "sendMessage"]
+    assert [c.status for c in tries] == [502, 502, 500, 200]
+    gaps = [b.at - a.at for a, b in zip(tries, tries[1:])]
+    assert gaps[2] > gaps[0]  # backoff grows
+    assert tg.texts() == ["echo: hi"]
+
+
+async def test_reply_kept_while_telegram_is_unreachable_and_sent_after_restart(tmp_path):
+    data = tmp_path / "data"
+    async with FakeTelegram() as tg:
+        config = make_config(tg.base_url, data)
+        tg.fail_next("sendMessage", 500, times=1000)  # Telegram down for this whole run
+        async with running(make_bot(config, EchoTier()), config, drain_timeout_s=0.3) as (client, server):
+            server.telegram.outbox.backoff_base_s = 0.02
+            server.telegram.outbox.backoff_max_s = 0.05
+            await post_update(client, text_update(1, "still there?"))
+            await tg.wait_for(lambda f: len(f.sent("sendMessage", ok_only=False)) >= 3, timeout=5)
+        assert tg.texts() == []
+    store = DurableStore.in_dir(data)
+    try:
+        [(state, text)] = store.query("SELECT state, json_extract(payload, '$.text') FROM outbox")
+    finally:
+        store.close()
+    assert (state, text) == ("pending", "echo: still there?")
+    # Telegram is back (a new server); the kept reply goes out once, the update is not re-answered
+    async with FakeTelegram() as tg2:
+        config2 = make_config(tg2.base_url, data)
+        tier = EchoTier()
+        async with running(make_bot(config2, tier), config2):
+            await tg2.wait_for(lambda f: f.texts(), timeout=5)
+            await asyncio.sleep(0.2)
+        assert tg2.texts() == ["echo: still there?"] and tier.calls == []
+
+
+async def test_blocked_by_user_is_parked_not_retried_and_next_messages_flow(tg, tmp_path):
+    tg.fail_next("sendMessage", 403)
+    data = tmp_path / "data"
+    config = make_config(tg.base_url, data)
+    async with running(make_bot(config, EchoTier()), config) as (client, server):
+        await post_update(client, text_update(1, "one"))
+        await tg.wait_for(lambda f: f.sent("sendMessage", ok_only=False))
+        await post_update(client, text_update(2, "two"))
+        await tg.wait_for(lambda f: f.texts())
+        failed = server.telegram.store.query("SELECT state, last_error FROM outbox")
+    assert len([c for c in tg.calls if c.method == "sendMessage"]) == 2
+    assert tg.texts() == ["echo: two"]
+    assert failed[0][0] == "failed" and "blocked" in failed[0][1]
+
+
+async def test_messages_to_one_chat_keep_their_order_through_retries(tg, tmp_path):
+    tg.fail_next("sendMessage", 502)
+    config = make_config(tg.base_url, tmp_path / "data", TELEGRAM_STREAM_DRAFTS="false")
+    async with running(make_bot(config, EchoTier()), config) as (client, server):
+        server.telegram.outbox.backoff_base_s = 0.1
+        for i in range(1, 6):
+            await post_update(client, text_update(i, f"m{i}"))
+        await tg.wait_for(lambda f: len(f.texts()) == 5, timeout=5)
+    assert tg.texts() == [f"echo: m{i}" for i in range(1, 6)]
+
+
+async def test_two_processes_sharing_the_outbox_send_each_row_once(tg, tmp_path):
+    """Web and worker share a data dir: the lease makes each queued reply leave once."""
+    data = tmp_path / "data"
+    tg.latency["sendMessage"] = 1.2  # still in flight when the other process looks
+    config = make_config(tg.base_url, data)
+    bot_a, bot_b = make_bot(config, EchoTier()), make_bot(config, EchoTier())
+    async with running(bot_a, config) as (_, a), running(bot_b, config) as (_, b):
+        for i in range(20):
+            await a.telegram.send(str(100 + i), f"note {i}")
+        await tg.wait_for(lambda f: len(f.texts()) >= 20, timeout=10)
+        await asyncio.sleep(1.5)
+    assert sorted(tg.texts()) == sorted(f"note {i}" for i in range(20))
