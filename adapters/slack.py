@@ -17,7 +17,10 @@ How the promises are kept:
   middleware (bad, missing or >5-minute-old signature: 401, nothing runs);
 - retried deliveries (same `event_id`) are dropped by a durable claim (`SeenEvents`);
 - listeners only ack and queue: slow work runs in tracked tasks after the ack, and
-  `aclose()` (on the server's shutdown) waits for them;
+  the server's shutdown waits for them;
+- what the customer side shows staff (handoff cards, the customer's messages, status
+  changes) goes through a durable outbox (adapters.outbox, in `slack.db`): kept in
+  order per handoff and retried until Slack takes it, across restarts;
 - Web API calls retry on 429 after `Retry-After` (slack_sdk's rate-limit retry handler);
 - the bot's own posts (its bot id / user id from auth.test) are never relayed.
 """
@@ -52,6 +55,8 @@ from bot.models import Event
 from bot.pipeline import SupportBot
 from bot.turn import Turn
 
+from .durable import DurableStore
+from .outbox import Outbox, Permanent, RetryLater, Transient
 from .slack_blocks import (
     RESOLVE_ACTION,
     TAKE_ACTION,
@@ -72,6 +77,10 @@ EVENTS_PATH = "/slack/events"
 DEFAULT_API_URL = "https://slack.com/api/"
 HISTORY_TURNS = 8
 RELAYED_SUBTYPES = (None, "thread_broadcast", "file_share")
+OUTBOX_PLATFORM = "slack"
+# Web API errors that no retry can fix: the outbox parks the post instead of retrying.
+PERMANENT_ERRORS = {"channel_not_found", "not_in_channel", "is_archived", "msg_too_long", "no_text",
+                    "invalid_blocks", "message_not_found", "cant_update_message", "invalid_arguments"}
 
 
 @dataclass(frozen=True)
@@ -118,15 +127,18 @@ class SlackAdapter:
         self.settings = settings
         self.client = web_client(settings)
         self.seen = SeenEvents(Path(data_dir) / "slack_events.sqlite3")
+        self.store = DurableStore.in_dir(Path(data_dir), "slack.db")
+        self.outbox = Outbox(self.store, concurrency=4)
+        self.outbox.register(OUTBOX_PLATFORM, self._deliver)
         self.app = AsyncApp(client=self.client, signing_secret=settings.signing_secret,
                             process_before_response=True, logger=logging.getLogger("tierbot.slack.bolt"),
                             name="tierbot")
         self.counter = TodayCounter(bot.services["config"].tz if "config" in bot.services else None)
         self.commands = StaffCommands(bot, self)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._locks: dict[int, asyncio.Lock] = {}
         self._identity: dict[str, str] = {}
         self._closing = False
+        self._closed = False
         self._register()
 
     # -- wiring -----------------------------------------------------------------------------
@@ -151,22 +163,35 @@ class SlackAdapter:
         return await to_aiohttp_response(bolt_response)
 
     async def start(self) -> None:
-        """Learn who the bot is and put any handoff still missing its Slack thread there."""
+        """Start the outbox (it resumes what a previous run left), learn who the bot is,
+        and queue a card for any open handoff that never got one."""
+        self.outbox.start()
         await self.identity()
         if self.handoffs is None:
             return
         for handoff in await self.handoffs.open_handoffs():
             if not handoff.thread_ts:
-                self.spawn(self._open_thread(handoff.id, None), f"resync-{handoff.id}")
+                await self._enqueue(handoff.id, "open", {})
 
-    async def aclose(self, timeout: float = 20.0) -> None:
-        """Stop taking requests and finish the work already acked."""
+    async def stop_intake(self, timeout: float = 20.0) -> None:
+        """Shutdown, step 1: refuse new Slack requests, finish the work already acked
+        (it may still need the customer channels, which close after this)."""
         self._closing = True
         if self._tasks:
-            done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
             for task in pending:
                 log.warning(kv(event="slack_task_abandoned", task=task.get_name()))
                 task.cancel()
+
+    async def aclose(self, flush_timeout: float = 5.0) -> None:
+        """Shutdown, step 2 (after the customer side drained, which may still queue posts
+        for staff): deliver what the outbox can in `flush_timeout`, keep the rest on disk."""
+        if self._closed:
+            return
+        await self.stop_intake()
+        self._closed = True
+        await self.outbox.stop(flush_timeout=flush_timeout)
+        self.store.close()
         self.seen.close()
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
@@ -183,10 +208,11 @@ class SlackAdapter:
         except Exception:
             log.exception("slack work %s failed", name)
 
-    async def drain(self) -> None:
-        """Wait for the work queued so far (tests, shutdown)."""
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Wait for the work queued so far, including posts for staff (tests, tools)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.outbox.wait_idle(timeout)
 
     async def identity(self) -> dict[str, str]:
         """The bot's own user id and bot id (auth.test), cached once known."""
@@ -233,19 +259,47 @@ class SlackAdapter:
 
     # -- StaffDesk (called by the handoff service; never makes the customer wait) -----------
     async def handoff_opened(self, handoff: Handoff, history: list[Turn]) -> None:
-        self.spawn(self._open_thread(handoff.id, history), f"open-{handoff.id}")
+        turns = [[t.role, t.text, t.timestamp] for t in history[-HISTORY_TURNS:]]
+        await self._enqueue(handoff.id, "open", {"history": turns})
 
     async def customer_wrote(self, handoff: Handoff, event: Event) -> None:
         line = customer_line(event.user_name or handoff.customer, event.text or "",
                              [a.kind for a in event.attachments])
-        self.spawn(self._forward(handoff.id, line), f"forward-{handoff.id}")
+        await self._enqueue(handoff.id, "forward", {"text": line})
 
     async def handoff_changed(self, handoff: Handoff) -> None:
-        self.spawn(self._refresh(handoff.id), f"refresh-{handoff.id}")
+        await self._enqueue(handoff.id, "refresh", {})
 
-    def _lock(self, handoff_id: int) -> asyncio.Lock:
-        # One queue per handoff: its thread exists before anything is posted into it.
-        return self._locks.setdefault(handoff_id, asyncio.Lock())
+    async def _enqueue(self, handoff_id: int, method: str, params: dict[str, Any]) -> None:
+        # One outbox "chat" per handoff: its card exists before anything goes into its thread.
+        await self.outbox.enqueue(OUTBOX_PLATFORM, f"handoff:{handoff_id}",
+                                  [(method, {"handoff": handoff_id, **params})])
+
+    async def _deliver(self, chat_id: str, method: str, params: dict[str, Any]) -> None:
+        """Outbox sender: one queued post for staff, with Slack's errors classified."""
+        try:
+            handoff_id = int(params["handoff"])
+            if method == "open":
+                history = [Turn(r, t, ts) for r, t, ts in params["history"]] if "history" in params else None
+                await self._ensure_thread(handoff_id, history)
+            elif method == "forward":
+                handoff = await self._ensure_thread(handoff_id, None)
+                if handoff and handoff.thread_ts:
+                    await self.post(handoff.channel or self.settings.staff_channel, params["text"],
+                                    thread_ts=handoff.thread_ts)
+            elif method == "refresh":
+                await self._refresh(handoff_id)
+            else:
+                raise Permanent(f"unknown staff-desk call {method!r}")
+        except SlackApiError as e:
+            error = str(e.response.get("error", ""))
+            if e.response.status_code == 429:
+                raise RetryLater(float(e.response.headers.get("Retry-After", 1) or 1), error) from None
+            if error in PERMANENT_ERRORS:
+                raise Permanent(error) from None
+            raise Transient(error or f"HTTP {e.response.status_code}") from None
+        except (OSError, asyncio.TimeoutError) as e:
+            raise Transient(type(e).__name__) from None
 
     async def _ensure_thread(self, handoff_id: int, history: list[Turn] | None) -> Handoff | None:
         service = self.handoffs
@@ -260,24 +314,13 @@ class SlackAdapter:
         log.info(kv(event="slack_handoff_posted", handoff=handoff.id, channel=self.settings.staff_channel, ts=ts))
         return await service.store.get(handoff_id)  # type: ignore[union-attr]
 
-    async def _open_thread(self, handoff_id: int, history: list[Turn] | None) -> None:
-        async with self._lock(handoff_id):
-            await self._ensure_thread(handoff_id, history)
-
-    async def _forward(self, handoff_id: int, line: str) -> None:
-        async with self._lock(handoff_id):
-            handoff = await self._ensure_thread(handoff_id, None)
-            if handoff and handoff.thread_ts:
-                await self.post(handoff.channel or self.settings.staff_channel, line, thread_ts=handoff.thread_ts)
-
     async def _refresh(self, handoff_id: int) -> None:
-        async with self._lock(handoff_id):
-            handoff = await self._ensure_thread(handoff_id, None)
-            if not (handoff and handoff.thread_ts and handoff.channel):
-                return
-            text, blocks = handoff_card(handoff, await self._card_history(handoff))
-            await self.client.chat_update(channel=handoff.channel, ts=handoff.thread_ts, text=text, blocks=blocks)
-            await self.post(handoff.channel, thread_note(handoff), thread_ts=handoff.thread_ts)
+        handoff = await self._ensure_thread(handoff_id, None)
+        if not (handoff and handoff.thread_ts and handoff.channel):
+            return
+        text, blocks = handoff_card(handoff, await self._card_history(handoff))
+        await self.client.chat_update(channel=handoff.channel, ts=handoff.thread_ts, text=text, blocks=blocks)
+        await self.post(handoff.channel, thread_note(handoff), thread_ts=handoff.thread_ts)
 
     async def _card_history(self, handoff: Handoff) -> list[Turn]:
         """The card keeps the history up to the handoff (what staff first saw)."""
@@ -398,8 +441,12 @@ def install(app: web.Application, bot: SupportBot, config: Config | None = None,
         await adapter.start()
 
     async def on_shutdown(_: web.Application) -> None:
-        await adapter.aclose()
+        await adapter.stop_intake()
+
+    async def on_cleanup(_: web.Application) -> None:
+        await adapter.aclose()  # after the server's own cleanup drained the customer side
 
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
+    app.on_cleanup.append(on_cleanup)
     return adapter

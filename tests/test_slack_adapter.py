@@ -298,16 +298,24 @@ async def test_web_api_429_is_retried_after_retry_after(h, fake):
     assert h.card()["ts"]
 
 
-async def test_a_handoff_posted_while_slack_was_down_is_posted_after_restart(fake, slack_env):
+async def test_posts_for_staff_wait_out_a_slack_outage_even_across_a_restart(fake, slack_env):
     h1 = await Harness(fake, slack_env).start()
-    fake.fail_next("chat.postMessage", "internal_error", status=500, times=10)
-    await h1.customer("human please")
-    assert fake.top_level(STAFF_CHANNEL) == []
+    fake.fail_next("chat.postMessage", "internal_error", status=500, times=10_000)
+    await h1.bot.handle(Event(platform="telegram", conversation_id="42", user_id="u42", user_name="Ada",
+                              text="human please"))
+    await h1.bot.handle(Event(platform="telegram", conversation_id="42", user_id="u42", user_name="Ada",
+                              text="is anyone there?"))
+    await asyncio.sleep(0.3)
+    assert fake.top_level(STAFF_CHANNEL) == [] and fake.calls  # Slack is down; we kept trying
+    await h1.adapter.aclose(flush_timeout=0)  # the server stops with the posts still queued
     await h1.stop()
-    fake._failures.clear()
+
+    fake._failures.clear()  # Slack is back; so is the server
     h2 = await Harness(fake, slack_env).start()
     await h2.settle()
-    assert "human please" in block_text(h2.card())
+    card = h2.card()
+    assert "human please" in block_text(card)
+    assert [m["text"] for m in fake.thread(STAFF_CHANNEL, card["ts"])] == ["*Ada:* is anyone there?"]
     await h2.stop()
 
 
