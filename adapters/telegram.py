@@ -65,7 +65,7 @@ class TelegramSettings:
     draft_interval_s: float = 0.4
     typing_interval_s: float = 4.0
     concurrency: int = 64
-    lease_s: float = 60.0
+    lease_s: float = 30.0  # > the reply deadline; a crashed process's work is retaken after this
     poll_timeout_s: int = 25
 
     @classmethod
@@ -89,7 +89,7 @@ class TelegramSettings:
             stream_drafts=config.get_bool("TELEGRAM_STREAM_DRAFTS", True),
             draft_interval_s=config.get_float("TELEGRAM_DRAFT_INTERVAL_S", 0.4, minimum=0.0),
             concurrency=config.get_int("TELEGRAM_CONCURRENCY", 64, minimum=1),
-            lease_s=config.get_float("TELEGRAM_LEASE_S", 60.0, minimum=0.1),
+            lease_s=config.get_float("TELEGRAM_LEASE_S", 30.0, minimum=0.1),
             poll_timeout_s=config.get_int("TELEGRAM_POLL_TIMEOUT_S", 25, minimum=0),
         )
 

@@ -84,3 +84,48 @@ async def test_tierbot_serve_on_sigterm_answers_what_it_accepted_then_exits(tmp_
         assert proc.returncode == 0, stderr.decode()[-2000:]
         assert tg.texts(42) == ["Your parcel left our warehouse today."]
     assert inbox_rows(tmp_path / "data") == [("telegram:1", "done")]
+
+
+async def test_kill_9_mid_answer_then_restart_answers_each_update_once(tmp_path):
+    """A process killed outright (no drain) loses nothing: the restart answers what it had accepted."""
+    async with FakeTelegram() as tg, FakeProviders() as fp:
+        fp.groq.default = ok("slow answer", latency=5.0)
+        port = _free_port()
+        env = {**os.environ, **fp.env(), "TELEGRAM_BOT_TOKEN": tg.token, "TELEGRAM_API_BASE_URL": tg.base_url,
+               "TELEGRAM_WEBHOOK_SECRET": SECRET, "TIERBOT_DATA_DIR": str(tmp_path / "data"),
+               "PORT": str(port), "TIERBOT_LOG_LEVEL": "WARNING", "TELEGRAM_LEASE_S": "1"}
+        base = f"http://127.0.0.1:{port}"
+
+        async def start():
+            p = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", env=env, cwd=str(tmp_path),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            await _wait_http(base + "/healthz")
+            return p
+
+        proc = await start()
+        try:
+            async with aiohttp.ClientSession() as http:
+                for i in (1, 2, 3):
+                    async with http.post(base + "/telegram/webhook",
+                                         data=json.dumps(text_update(i, f"question {i}", chat_id=60 + i)),
+                                         headers={"X-Telegram-Bot-Api-Secret-Token": SECRET,
+                                                  "Content-Type": "application/json"}) as r:
+                        assert r.status == 200
+            await asyncio.sleep(0.3)
+        finally:
+            proc.kill()  # SIGKILL: no drain, no lease release
+            await proc.wait()
+        assert tg.texts() == []
+
+        fp.groq.default = ok("fast answer")
+        proc = await start()
+        try:
+            await tg.wait_for(lambda f: len(f.texts()) == 3, timeout=20)
+            await asyncio.sleep(1.5)  # long enough for any duplicate to show up
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 30)
+        assert sorted(tg.texts()) == ["fast answer"] * 3
+        assert sorted(str(p["chat_id"]) for p in tg.sent()) == ["61", "62", "63"]
+    assert inbox_rows(tmp_path / "data") == [("telegram:1", "done"), ("telegram:2", "done"), ("telegram:3", "done")]
