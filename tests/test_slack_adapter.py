@@ -379,3 +379,31 @@ async def test_not_configured_means_no_route(base_env):
 
 
 _ = BOT_USER_ID
+
+
+async def test_slash_report_is_acked_then_posted_from_the_ledger(h, fake):
+    assert "reports" in h.bot.services  # the ledger plugin's ReportService
+    await h.customer("what are your opening hours?")
+    await h.customer("where is my order?", conv="43")
+    status, body = await fake.send_command("stats")
+    assert status == 200 and "Today so far:* 2 messages in 2 conversations" in body
+    assert "By tier: template 2" in body
+
+    status, body = await fake.send_command("report", channel="C0REPORTS")
+    assert status == 200 and "Building the report" in body
+    await h.settle()
+    (posted,) = fake.called("chat.postMessage")
+    assert posted["channel"] == "C0REPORTS" and posted["blocks"] and posted["text"]
+
+    _, body = await fake.send_command("report 2026-02-30")
+    assert "YYYY-MM-DD" in body
+    await h.settle()
+    assert len(fake.called("chat.postMessage")) == 1
+
+
+async def test_report_scheduler_poster_posts_to_the_report_channel(fake, slack_env):
+    h = await Harness(fake, {**slack_env, "SLACK_REPORT_CHANNEL": "C0REPORTS"}).start()
+    ts = await h.adapter.post_report([{"type": "section", "text": {"type": "mrkdwn", "text": "*Daily*"}}], "Daily")
+    await h.stop()
+    (posted,) = fake.called("chat.postMessage")
+    assert posted["channel"] == "C0REPORTS" and posted["text"] == "Daily" and ts
