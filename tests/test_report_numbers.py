@@ -253,6 +253,8 @@ async def test_chart_and_budget_match(data):
     assert set(chart["series"]) == {"groq", "gemini", "claude"}
     assert chart["series"]["claude"] == [0.0] * 14  # claude-mystery has no price: unknown, not $0 spend...
     assert sum(chart["unknown_price_attempts"]) > 0  # ...and flagged as unknown
+    window = [m for d in days for m in on(d, messages)]
+    assert chart["unknown_by_provider"] == {"claude": sum(a[5] is None for a in attempts_of(window))}
     ms = on(DAY, messages)
     groq = sum(a[5] for a in attempts_of(ms) if a[0] == "groq" and a[5] is not None)
     caps = {b["scope"]: b for b in r["budget"]["caps"]}

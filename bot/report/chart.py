@@ -59,5 +59,6 @@ def bar_chart(chart: dict[str, Any]) -> dict[str, Any]:
     labels = [{"x": round(LEFT + i * slot + slot / 2, 2), "text": d[5:]} for i, d in enumerate(days) if (len(days) - 1 - i) % 2 == 0]  # every other day, ending on the report's
     return {"width": WIDTH, "height": HEIGHT, "left": LEFT, "right": WIDTH - RIGHT, "base": TOP + plot_h,
             "label_y": HEIGHT - 12, "bars": bars, "ticks": ticks, "labels": labels,
-            "legend": [{"provider": p, "colour": c, "total": sum(series[p])} for p, c in colours.items()],
+            "legend": [{"provider": p, "colour": c, "total": sum(series[p]),
+                "unknown": chart.get("unknown_by_provider", {}).get(p, 0)} for p, c in colours.items()],
             "empty": not bars, "max": top}

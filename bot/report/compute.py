@@ -182,6 +182,7 @@ def chart_data(conn: sqlite3.Connection, day: dt.date, tz: ZoneInfo) -> dict[str
     days = [day - dt.timedelta(days=i) for i in range(CHART_DAYS - 1, -1, -1)]
     series: dict[str, list[float]] = {}
     unknown = [0] * len(days)
+    unknown_by: dict[str, int] = {}
     for i, d in enumerate(days):
         for provider, cost, unk in conn.execute(
                 "SELECT provider, COALESCE(SUM(cost_usd), 0), SUM(cost_usd IS NULL) FROM attempts "
@@ -189,8 +190,10 @@ def chart_data(conn: sqlite3.Connection, day: dt.date, tz: ZoneInfo) -> dict[str
             if cost or unk:
                 series.setdefault(provider, [0.0] * len(days))[i] = float(cost)
                 unknown[i] += unk
+                if unk:
+                    unknown_by[provider] = unknown_by.get(provider, 0) + unk
     return {"days": [d.isoformat() for d in days], "series": dict(sorted(series.items())),
-            "unknown_price_attempts": unknown}
+            "unknown_price_attempts": unknown, "unknown_by_provider": unknown_by}
 
 
 def compute_report(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, Any]:
