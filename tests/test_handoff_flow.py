@@ -218,3 +218,15 @@ async def test_one_open_handoff_per_conversation_even_when_racing(tmp_path):
     assert sum(created for _, created in results) == 1
     assert len({h.id for h, _ in results}) == 1
     await store.aclose()
+
+
+async def test_rate_limit_notices_are_not_template_answers(base_env):
+    env = {**base_env, "TIERBOT_RATE_LIMIT": "1"}
+    bot, channel, desk, ledger = build(env)
+    async with bot:
+        first = await bot.handle(msg("blorp"))                 # template answer (streak 1)
+        assert "handoff" not in first.meta
+        for text in ("zzz", "qqq", "www"):                     # over the limit: notice, then silence
+            reply = await bot.handle(msg(text))
+        assert reply.meta.get("rate_limited") and "handoff" not in reply.meta
+        assert await bot.services["handoffs"].state("telegram", "42") == "bot"

@@ -23,6 +23,8 @@ class HandoffTrigger:
     async def on_reply(self, event: Event, reply: Reply, turn: TurnContext) -> None:
         if turn.route == "staff" or reply.tier == "staff" or not self.service.staffed:
             return
+        if reply.meta.get("rate_limited"):
+            return  # a rate-limit notice (or silence) is not the bot failing to answer
         asked = bool(reply.meta.get("handoff_requested")) or self.service.wants_person(event.text)
         streak = await self.service.store.template_streak(
             event.platform, event.conversation_id, reply.tier == "template")
