@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.config import Config, ConfigError
+from bot.config import Config
 from bot.logs import kv
 from bot.metrics import CONTENT_TYPE, BotMetrics, metrics_for
 from bot.models import Event
@@ -77,7 +77,12 @@ class Server:
         self.slack: Any = None
         self._api_inflight = 0
         self._scheduler: Any = None
-        self.app = self._build_app()
+        try:
+            self.app = self._build_app()
+        except BaseException:
+            if self._owns_store and self._store is not None:
+                self._store.close()
+            raise
 
     @property
     def store(self) -> DurableStore:
@@ -112,19 +117,15 @@ class Server:
 
     def _mount_slack(self, app: web.Application) -> None:
         """Slack routes come from the Slack adapter (another subsystem) when it is configured."""
-        if not (self.config.get("SLACK_BOT_TOKEN") and self.config.get("SLACK_SIGNING_SECRET")):
+        if not (self.config.get("SLACK_BOT_TOKEN") or self.config.get("SLACK_SIGNING_SECRET")):
             return
         slack = _import_optional("adapters.slack")
         if slack is None:
             log.warning(kv(server="slack_unavailable", reason="adapters.slack is not installed"))
             return
-        if hasattr(slack, "install"):
-            self.slack = slack.install(app, self.bot)
-        elif hasattr(slack, "SlackAdapter"):
-            self.slack = slack.SlackAdapter.from_config(self.bot, self.config)
-            self.slack.add_routes(app)
-        else:
-            raise ConfigError("adapters.slack offers neither install(app, bot) nor SlackAdapter")
+        # Mounts POST /slack/events and hooks its own start/stop on the app's signals
+        # (a half-configured Slack raises ConfigError naming the missing setting).
+        self.slack = slack.install(app, self.bot, self.config)
 
     async def _lifecycle(self, app: web.Application) -> AsyncIterator[None]:
         if self.telegram is not None:
@@ -156,6 +157,9 @@ class Server:
             return
         self.draining = True
         log.info(kv(server="draining", api_inflight=self._api_inflight))
+        stop_intake = getattr(self.slack, "stop_intake", None)
+        if stop_intake is not None:  # staff replies acked by Slack still reach the outbox
+            await stop_intake(self.drain_timeout_s)
         if self.telegram is not None:
             await self.telegram.stop(timeout=self.drain_timeout_s)
         loop = asyncio.get_running_loop()
