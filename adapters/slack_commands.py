@@ -6,8 +6,8 @@ acked at once and posted to the channel when ready.
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-import inspect
 import logging
 import shlex
 import time
@@ -141,28 +141,35 @@ class StaffCommands:
 
     # -- faq ----------------------------------------------------------------------------------
     async def faq(self, args: list[str], command: dict[str, Any]) -> str:
+        """services["faq"] is faq_cache.store.FaqStore (synchronous, disk-backed: run off the loop)."""
         store = self.bot.services.get("faq")
         if store is None:
             return "The FAQ cache is not installed."
         if not args or args[0] == "list":
-            entries = await _maybe_await(store.list())  # type: ignore[attr-defined]
+            entries = await asyncio.to_thread(store.entries)  # type: ignore[attr-defined]
             if not entries:
-                return "The FAQ is empty."
+                return "The FAQ is empty (greetings are still answered)."
             lines = [f"*{len(entries)} FAQ entries:*"]
-            for e in entries[:50]:
-                lines.append(f"• `{escape(str(_field(e, 'id')))}` {escape(str(_field(e, 'question')))}")
-            if len(entries) > 50:
-                lines.append(f"…and {len(entries) - 50} more")
+            for e in entries[:40]:
+                hits = await asyncio.to_thread(store.hit_count, e.id)  # type: ignore[attr-defined]
+                more = f" (+{len(e.questions) - 1} variants)" if len(e.questions) > 1 else ""
+                lines.append(f"• `{escape(e.id)}` {escape(e.questions[0])}{more} — {hits} hits")
+            if len(entries) > 40:
+                lines.append(f"…and {len(entries) - 40} more")
             return "\n".join(lines)
         if args[0] == "add":
-            if len(args) != 3 or not args[1].strip() or not args[2].strip():
+            if len(args) != 3:
                 return 'Usage: `/tierbot faq add "question" "answer"` (quote both).'
-            entry = await _maybe_await(store.add(args[1], args[2]))  # type: ignore[attr-defined]
-            return f"Added FAQ entry `{escape(str(_field(entry, 'id')))}`: {escape(args[1])}"
+            try:
+                entry = await asyncio.to_thread(store.add, [args[1]], args[2])  # type: ignore[attr-defined]
+            except ValueError as e:
+                return f"Not added: {escape(str(e))}."
+            log.info(kv(event="faq_added_from_slack", entry=entry.id, user=command.get("user_id")))
+            return f"Added to FAQ entry `{escape(entry.id)}`: {escape(args[1])} → {escape(entry.answer)}"
         if args[0] == "remove":
             if len(args) != 2:
-                return "Usage: `/tierbot faq remove <id>`"
-            removed = await _maybe_await(store.remove(args[1]))  # type: ignore[attr-defined]
+                return "Usage: `/tierbot faq remove <id>` (ids are in `/tierbot faq list`)."
+            removed = await asyncio.to_thread(store.remove, args[1])  # type: ignore[attr-defined]
             return f"Removed FAQ entry `{escape(args[1])}`." if removed else f"No FAQ entry `{escape(args[1])}`."
         return f"Unknown faq action `{escape(args[0])}`. {USAGE}"
 
@@ -189,11 +196,3 @@ class StaffCommands:
             await self.adapter.tell(channel, user, f"The report could not be built: {type(e).__name__}")
             return
         await self.adapter.post(channel, text, blocks)
-
-
-def _field(entry: Any, name: str) -> Any:
-    return entry.get(name) if isinstance(entry, dict) else getattr(entry, name, "")
-
-
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value

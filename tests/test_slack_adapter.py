@@ -334,31 +334,25 @@ async def test_slash_tierbot_handoffs_and_stats(h, fake):
     assert "Unknown subcommand" in body and "Usage" in body
 
 
-async def test_slash_faq_goes_to_the_faq_store(h, fake):
-    class FaqStore:  # the shape of services["faq"] the command relies on
-        def __init__(self):
-            self.entries = {}
-
-        def add(self, question, answer):
-            key = f"f{len(self.entries) + 1}"
-            self.entries[key] = {"id": key, "question": question, "answer": answer}
-            return self.entries[key]
-
-        def list(self):
-            return list(self.entries.values())
-
-        def remove(self, key):
-            return self.entries.pop(key, None) is not None
-
-    h.bot.services["faq"] = store = FaqStore()
-    _, body = await fake.send_command('faq add "Do you ship to Norway?" "Yes, in 3-6 days."')
-    assert "Added FAQ entry `f1`" in body and store.entries["f1"]["answer"] == "Yes, in 3-6 days."
+async def test_slash_faq_add_list_remove_changes_what_customers_get(h, fake):
+    question, answer = "Do you ship to Norway?", "Yes, we ship to Norway in 3-6 business days."
+    _, body = await fake.send_command(f'faq add "{question}" "{answer}"')
+    assert "Added to FAQ entry" in body
+    entry_id = body.split("`")[1]
     _, body = await fake.send_command("faq list")
-    assert "Do you ship to Norway?" in body
+    assert entry_id in body and question in body
+
+    reply = await h.customer("do you ship to norway?")
+    assert (reply.tier, reply.text) == ("cache", answer)
+
     _, body = await fake.send_command("faq add only-a-question")
-    assert "Usage" in body and len(store.entries) == 1
-    _, body = await fake.send_command("faq remove f1")
-    assert "Removed" in body and store.entries == {}
+    assert "Usage" in body
+    _, body = await fake.send_command(f"faq remove {entry_id}")
+    assert "Removed" in body
+    _, body = await fake.send_command(f"faq remove {entry_id}")
+    assert "No FAQ entry" in body
+    reply = await h.customer("do you ship to norway?", conv="44")
+    assert reply.tier != "cache"
 
 
 def test_half_configured_slack_is_a_clear_error():
