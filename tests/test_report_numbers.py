@@ -42,12 +42,15 @@ def generate(seed: int = 7):
             kind = rng.choices(["cache", "llm", "template"], [3, 5, 2])[0]
             m = {"ts": ts, "conv": conv, "tier": kind, "provider": None, "model": None, "attempts": [],
                  "latency": round(rng.uniform(1, 2000), 3), "question": rng.choice(QUESTIONS), "meta": {}}
-            if kind == "cache":
-                m["meta"] = {"faq_id": rng.choice(FAQ)}
+            if kind == "cache":  # as the FAQ tier records it
+                m.update(provider="cache", model="faq", meta={"faq_entry": rng.choice(FAQ)})
+                m["attempts"].append(("cache", "faq", "ok", 0, 0, 0.0))
             elif kind == "template":
                 m["meta"] = {"template": "generic"}
                 if rng.random() < 0.15:
                     m["meta"]["handoff_requested"] = True
+                elif rng.random() < 0.15:
+                    m["meta"] = {"template": "rate_limited", "rate_limited": "silent"}
             else:
                 if rng.random() < 0.3:
                     m["attempts"].append(("groq", "llama-3.3-70b-versatile",
@@ -151,11 +154,13 @@ async def test_totals_tiers_models_and_spend_match(data):
     tiers = Counter(m["tier"] for m in ms)
     assert {row["tier"]: row["count"] for row in r["by_tier"]} == tiers
     assert all(row["share"] == pytest.approx(tiers[row["tier"]] / len(ms)) for row in r["by_tier"])
-    models = Counter((m["provider"], m["model"]) for m in ms if m["provider"])
+    models = Counter((m["provider"], m["model"]) for m in ms if m["tier"] == "llm")
     assert {(row["provider"], row["model"]): row["count"] for row in r["by_model"]} == models
 
     spend = defaultdict(lambda: [0, 0, 0, 0.0, 0])
     for p, model, outcome, tin, tout, cost in atts:
+        if p == "cache":  # the cache is not a paid provider
+            continue
         s = spend[(p, model)]
         s[0] += 1; s[1] += tin; s[2] += tout; s[4] += cost is None
         s[3] += cost or 0.0
@@ -208,10 +213,11 @@ async def test_faq_candidates_top_entries_and_cache_savings_match(data):
     messages, events, r, _ = data
     ms = on(DAY, messages)
     asked = Counter(m["question"].strip(" ").lower() for m in ms
-                    if m["tier"] == "template" and not m["meta"].get("handoff_requested"))
+                    if m["tier"] == "template" and not m["meta"].get("handoff_requested")
+                    and m["meta"]["template"] != "rate_limited")
     want = sorted(asked.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
     assert [(row["question"], row["count"]) for row in r["unanswered"]] == want
-    faq = Counter(m["meta"]["faq_id"] for m in ms if m["tier"] == "cache")
+    faq = Counter(m["meta"]["faq_entry"] for m in ms if m["tier"] == "cache")
     assert [(row["entry"], row["count"]) for row in r["faq_top"]] == sorted(faq.items(), key=lambda kv: (-kv[1], kv[0]))
 
     first = Counter(m["attempts"][0][0] for m in ms if m["tier"] == "llm").most_common(1)[0][0]

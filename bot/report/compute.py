@@ -23,6 +23,10 @@ from ..secrets import redact
 __all__ = ["ReportInputs", "compute_report", "nearest_rank", "CHART_DAYS", "TOP_N"]
 
 CHART_DAYS = 14
+# Template answers that are not answers to a question (so not FAQ candidates).
+NOT_QUESTIONS = ("rate_limited",)
+# Tiers that record attempts under their own name but are not paid providers.
+NOT_PROVIDERS = ("cache",)
 TOP_N = 10
 AVG_DAYS = 7
 
@@ -47,6 +51,10 @@ def nearest_rank(sorted_values: list[float], pct: float) -> float | None:
         return None
     rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
     return sorted_values[rank - 1]
+
+
+def _marks(values: tuple) -> str:
+    return ", ".join("?" * len(values))
 
 
 def _share(n: int, total: int) -> float:
@@ -210,14 +218,15 @@ def compute_report(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, 
     by_tier = [{"tier": t, "count": c, "share": _share(c, n)} for t, c in conn.execute(
         "SELECT tier, COUNT(*) c FROM messages WHERE ts >= ? AND ts < ? GROUP BY tier ORDER BY c DESC, tier", span)]
     by_model = [{"provider": p, "model": m, "count": c, "share": _share(c, n)} for p, m, c in conn.execute(
-        "SELECT provider, model, COUNT(*) c FROM messages WHERE ts >= ? AND ts < ? AND provider IS NOT NULL "
+        "SELECT provider, model, COUNT(*) c FROM messages WHERE ts >= ? AND ts < ? AND tier = 'llm' "
         "GROUP BY provider, model ORDER BY c DESC, provider, model", span)]
     spend = [{"provider": p, "model": m, "attempts": a, "input_tokens": i, "output_tokens": o,
               "cost_usd": float(c), "unknown_price_attempts": u, "price_unknown": u > 0}
              for p, m, a, i, o, c, u in conn.execute(
         "SELECT provider, model, COUNT(*), SUM(input_tokens), SUM(output_tokens), COALESCE(SUM(cost_usd), 0), "
         "SUM(cost_usd IS NULL) FROM attempts WHERE ts >= ? AND ts < ? AND model != '' "
-        "GROUP BY provider, model ORDER BY provider, model", span)]
+        f"AND provider NOT IN ({_marks(NOT_PROVIDERS)}) GROUP BY provider, model ORDER BY provider, model",
+        (*span, *NOT_PROVIDERS))]
     failovers = [{"provider": p, "reason": r, "count": c} for p, r, c in conn.execute(
         "SELECT provider, outcome, COUNT(*) c FROM attempts WHERE ts >= ? AND ts < ? AND outcome != 'ok' "
         "GROUP BY provider, outcome ORDER BY c DESC, provider, outcome", span)]
@@ -237,7 +246,8 @@ def compute_report(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, 
     unanswered = [{"question": redact(q), "count": c} for q, c in conn.execute(
         "SELECT lower(trim(question)) q, COUNT(*) c FROM messages WHERE ts >= ? AND ts < ? "
         "AND tier = 'template' AND handoff_requested = 0 AND trim(question) != '' "
-        "GROUP BY q ORDER BY c DESC, q LIMIT ?", (*span, TOP_N))]
+        f"AND COALESCE(template, '') NOT IN ({_marks(NOT_QUESTIONS)}) "
+        "GROUP BY q ORDER BY c DESC, q LIMIT ?", (*span, *NOT_QUESTIONS, TOP_N))]
     faq_top = [{"entry": e, "count": c} for e, c in conn.execute(
         "SELECT faq_entry, COUNT(*) c FROM messages WHERE ts >= ? AND ts < ? AND tier = 'cache' "
         "AND faq_entry IS NOT NULL GROUP BY faq_entry ORDER BY c DESC, faq_entry LIMIT ?", (*span, TOP_N))]
