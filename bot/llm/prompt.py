@@ -6,6 +6,7 @@ per-message render would be pure overhead on the hot path.
 """
 from __future__ import annotations
 
+from ..config import ConfigError
 from ..models import Event
 from ..rendering import Renderer
 from ..turn import Turn
@@ -19,7 +20,10 @@ _ROLES = {"user": "user", "assistant": "assistant", "staff": "assistant"}
 
 class PromptBuilder:
     def __init__(self, renderer: Renderer, *, max_tokens: int = 512, history_turns: int = 10) -> None:
-        self.system = renderer.render(SYSTEM_TEMPLATE)
+        try:
+            self.system = renderer.render(SYSTEM_TEMPLATE)
+        except Exception as e:  # an operator's template or profile with a hole: say which
+            raise ConfigError(f"{SYSTEM_TEMPLATE} cannot be rendered with the business profile: {e}") from None
         self.max_tokens = max_tokens
         self.history_turns = history_turns
 

@@ -30,7 +30,7 @@ from aiohttp import web
 __all__ = [
     "Behaviour", "Recorded", "FakeServer", "FakeGroq", "FakeAnthropic", "FakeGemini", "FakeProviders",
     "ok", "rate_limited", "server_error", "overloaded", "black_hole", "reset", "malformed", "empty",
-    "auth_error", "bad_request", "cut", "safety", "KEYS", "dead_url",
+    "auth_error", "bad_request", "cut", "safety", "KEYS", "dead_url", "RemoteFakes", "spawn_fakes",
 ]
 
 KEYS = {"groq": "gsk_test_groq_key_0123456789", "gemini": "AIza_test_gemini_key_0123456789",
@@ -166,6 +166,7 @@ class FakeServer:
     async def start(self) -> "FakeServer":
         app = web.Application(client_max_size=32 * 1024 * 1024)
         app.add_routes(self.routes())
+        app.add_routes(self._control_routes())
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
@@ -179,6 +180,26 @@ class FakeServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    # -- remote control (for a server running in another process) -----------------
+    def _control_routes(self) -> list[web.RouteDef]:
+        async def set_default(request: web.Request) -> web.Response:
+            self.default = Behaviour(**await request.json())
+            return web.json_response({"ok": True})
+
+        async def script(request: web.Request) -> web.Response:
+            self.script(*(Behaviour(**b) for b in await request.json()))
+            return web.json_response({"ok": True})
+
+        async def reset(request: web.Request) -> web.Response:
+            self.reset_state()
+            return web.json_response({"ok": True})
+
+        async def requests(request: web.Request) -> web.Response:
+            return web.json_response({"count": len(self.requests)})
+
+        return [web.post("/_fake/default", set_default), web.post("/_fake/script", script),
+                web.post("/_fake/reset", reset), web.get("/_fake/requests", requests)]
 
     # -- shared response machinery --------------------------------------------------
     async def _handle(self, request: web.Request, model: str, stream: bool) -> web.StreamResponse:
@@ -498,3 +519,71 @@ class FakeProviders:
     def reset_state(self) -> None:
         for s in self.servers.values():
             s.reset_state()
+
+
+class RemoteFakes:
+    """Controls fake servers running in another process (see `spawn_fakes`), so a
+    benchmark's client and servers do not share one CPU."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.urls = {"groq": env["GROQ_BASE_URL"], "gemini": env["GEMINI_BASE_URL"],
+                     "claude": env["ANTHROPIC_BASE_URL"]}
+
+    async def _call(self, provider: str, path: str, payload: Any = None) -> Any:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as s:
+            if payload is None and path == "requests":
+                async with s.get(f"{self.urls[provider]}/_fake/requests") as r:
+                    return await r.json()
+            async with s.post(f"{self.urls[provider]}/_fake/{path}", json=payload or {}) as r:
+                return await r.json()
+
+    async def set_default(self, provider: str, b: Behaviour) -> None:
+        await self._call(provider, "default", _as_dict(b))
+
+    async def script(self, provider: str, *bs: Behaviour) -> None:
+        await self._call(provider, "script", [_as_dict(b) for b in bs])
+
+    async def reset(self) -> None:
+        for p in self.urls:
+            await self._call(p, "reset")
+
+    async def count(self, provider: str) -> int:
+        return int((await self._call(provider, "requests"))["count"])
+
+
+def _as_dict(b: Behaviour) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(b)
+
+
+def spawn_fakes():
+    """Start `python -m fakes.llm_servers` in a subprocess; returns (process, env)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests_dir = str(Path(__file__).resolve().parent.parent)
+    proc = subprocess.Popen([sys.executable, "-m", "fakes.llm_servers"], stdout=subprocess.PIPE,
+                            stdin=subprocess.PIPE, cwd=tests_dir, text=True,
+                            env={**os.environ, "PYTHONPATH": tests_dir})
+    line = proc.stdout.readline()
+    return proc, json.loads(line)
+
+
+async def _serve() -> None:
+    """Serve all three fakes until stdin closes; print the env (one JSON line) first."""
+    import sys
+
+    async with FakeProviders() as fp:
+        print(json.dumps(fp.env()), flush=True)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, sys.stdin.read)
+
+
+if __name__ == "__main__":
+    asyncio.run(_serve())

@@ -1,0 +1,295 @@
+"""Pipeline overhead and failover, measured side by side in one run.
+
+  /work/venv/bin/python bench/pipeline_bench.py [--quick]
+
+Fake Groq/Gemini/Claude servers run in a separate process (tests/fakes/llm_servers.py,
+real wire formats, 0 ms answers unless scripted), so the client under test has its
+own core. Scenarios:
+ 1. overhead: `SupportBot.handle` (chain = groq) vs a bare `AsyncGroq` call on the same
+    server — sequential latency p50/p99 and messages/s at 50 in flight;
+ 2. failover: primary black-holed / refusing connections, before and after its
+    breaker opens, vs a healthy single-provider baseline;
+ 3. the naive pattern (each provider in turn on any exception, fixed 0.5 s sleep
+    between tries, no breaker, SDK default retries, 2 s timeout) on the same scenarios;
+ 4. hedging: a primary with a 3 % slow tail, hedging off vs on.
+Bounded: about two minutes; everything stops by itself.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import logging
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Awaitable, Callable
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+
+import aiohttp  # noqa: E402
+import anthropic  # noqa: E402
+import groq  # noqa: E402
+
+from bot import Event  # noqa: E402
+from bot.app import build_bot  # noqa: E402
+from bot.config import Config  # noqa: E402
+from bot.llm.prompt import PromptBuilder  # noqa: E402
+from bot.rendering import Renderer  # noqa: E402
+from fakes.llm_servers import Behaviour, RemoteFakes, black_hole, ok, spawn_fakes  # noqa: E402
+
+GROQ_MODEL, GEMINI_MODEL, CLAUDE_MODEL = "llama-3.3-70b-versatile", "gemini-2.5-flash", "claude-haiku-4-5"
+TEXT = "Hi, where is my order #1234? It was due yesterday."
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+class Result:
+    def __init__(self, name: str, lat_ms: list[float], rate: float | None = None, note: str = "") -> None:
+        self.name, self.lat, self.rate, self.note = name, lat_ms, rate, note
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.lat)
+
+    @property
+    def p99(self) -> float:
+        return pct(self.lat, 0.99)
+
+    def row(self) -> str:
+        rate = f"{self.rate:,.0f}" if self.rate else "—"
+        return f"| {self.name} | {len(self.lat)} | {self.p50:.2f} | {self.p99:.2f} | {rate} | {self.note} |"
+
+
+async def sequential(fn: Callable[[int], Awaitable[object]], n: int) -> list[float]:
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        await fn(i)
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+async def concurrent(fn: Callable[[int], Awaitable[object]], n: int, width: int) -> tuple[list[float], float]:
+    lat: list[float] = []
+    it = iter(range(n))
+
+    async def worker() -> None:
+        for i in it:
+            t0 = time.perf_counter()
+            await fn(i)
+            lat.append((time.perf_counter() - t0) * 1000)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*[worker() for _ in range(width)])
+    return lat, n / (time.perf_counter() - t0)
+
+
+def make_bot(env: dict[str, str], **extra: str):
+    e = {**env, "TIERBOT_DATA_DIR": "/tmp/tierbot-bench", "TIERBOT_GROQ_MODELS": GROQ_MODEL,
+         "TIERBOT_GEMINI_MODELS": GEMINI_MODEL, "TIERBOT_CLAUDE_MODELS": CLAUDE_MODEL, **extra}
+    return build_bot(Config.from_env(e), plugins=("bot.llm.plugin:install",))
+
+
+_conversations = itertools.count()
+
+
+def event(i: int) -> Event:
+    # A fresh conversation per message: the request sent is the same size as the bare call's.
+    return Event(platform="bench", conversation_id=f"b{next(_conversations)}", user_id="u", text=TEXT)
+
+
+# -- the naive pattern many bots ship ------------------------------------------------------
+class Naive:
+    """Each provider in turn on any exception, fixed sleep between tries, no breaker,
+    SDK default retries (max_retries=2), a 2 s timeout per call."""
+
+    def __init__(self, env: dict[str, str], system: str) -> None:
+        self.system = system
+        self.groq = groq.AsyncGroq(api_key=env["GROQ_API_KEY"], base_url=env["GROQ_BASE_URL"], timeout=2.0)
+        self.claude = anthropic.AsyncAnthropic(api_key=env["ANTHROPIC_API_KEY"], base_url=env["ANTHROPIC_BASE_URL"],
+                                               timeout=2.0)
+        self.gemini_url = f"{env['GEMINI_BASE_URL']}/v1beta/models/{GEMINI_MODEL}:generateContent"
+        self.gemini_key = env["GEMINI_API_KEY"]
+        self.session: aiohttp.ClientSession | None = None
+
+    async def ask(self, text: str) -> str:
+        for call in (self._groq, self._gemini, self._claude):
+            try:
+                return await call(text)
+            except Exception:
+                await asyncio.sleep(0.5)
+        return "template"
+
+    async def _groq(self, text: str) -> str:
+        r = await self.groq.chat.completions.create(model=GROQ_MODEL, max_tokens=512, messages=[
+            {"role": "system", "content": self.system}, {"role": "user", "content": text}])
+        return r.choices[0].message.content
+
+    async def _gemini(self, text: str) -> str:
+        self.session = self.session or aiohttp.ClientSession()
+        body = {"systemInstruction": {"parts": [{"text": self.system}]},
+                "contents": [{"role": "user", "parts": [{"text": text}]}]}
+        async with self.session.post(self.gemini_url, json=body, headers={"x-goog-api-key": self.gemini_key},
+                                     timeout=aiohttp.ClientTimeout(total=2.0)) as r:
+            r.raise_for_status()
+            data = await r.json()
+        return data["candidates"][0]["content"]["parts"][0]["text"]
+
+    async def _claude(self, text: str) -> str:
+        m = await self.claude.messages.create(model=CLAUDE_MODEL, max_tokens=512, system=self.system,
+                                              messages=[{"role": "user", "content": text}])
+        return m.content[0].text
+
+    async def aclose(self) -> None:
+        await self.groq.close()
+        await self.claude.close()
+        if self.session:
+            await self.session.close()
+
+
+async def main(quick: bool) -> None:
+    n = 400 if quick else 2000
+    proc, env = spawn_fakes()
+    fakes = RemoteFakes(env)
+    results: dict[str, list[Result]] = {}
+    try:
+        async with asyncio.timeout(600):
+            system = PromptBuilder(Renderer.from_config(Config.from_env({}))).system
+
+            # 1. overhead ----------------------------------------------------------------
+            bare_http = groq.DefaultAsyncHttpxClient(limits=groq._base_client.httpx.Limits(
+                max_connections=100, max_keepalive_connections=100))
+            bare = groq.AsyncGroq(api_key=env["GROQ_API_KEY"], base_url=env["GROQ_BASE_URL"], max_retries=0,
+                                  http_client=bare_http)
+
+            async def bare_call(i: int) -> None:
+                await bare.chat.completions.create(model=GROQ_MODEL, max_tokens=512, messages=[
+                    {"role": "system", "content": system}, {"role": "user", "content": TEXT}])
+
+            bot = make_bot(env, TIERBOT_CHAIN="groq")
+
+            async def bot_call(i: int) -> None:
+                r = await bot.handle(event(i))
+                assert r.provider == "groq", r.attempts
+
+            await sequential(bare_call, 200)
+            await sequential(bot_call, 200)
+            # Alternate message by message, so load from elsewhere on the machine hits both alike;
+            # wall-clock latency and this process's CPU time per message are both kept.
+            bare_lat, bot_lat, bare_cpu, bot_cpu = [], [], [], []
+            for i in range(n):
+                for call, lat, cpu in ((bare_call, bare_lat, bare_cpu), (bot_call, bot_lat, bot_cpu)):
+                    c0, t0 = time.process_time(), time.perf_counter()
+                    await call(i)
+                    lat.append((time.perf_counter() - t0) * 1000)
+                    cpu.append((time.process_time() - c0) * 1000)
+            rates: dict[str, list[float]] = {"bare": [], "bot": []}
+            for _ in range(2):
+                rates["bare"].append((await concurrent(bare_call, n // 2, 50))[1])
+                rates["bot"].append((await concurrent(bot_call, n // 2, 50))[1])
+            cpu_note = "CPU/msg {:.2f} ms"
+            r_bare = Result("bare `AsyncGroq` call", bare_lat, max(rates["bare"]),
+                            cpu_note.format(statistics.mean(bare_cpu)))
+            r_bot = Result("`SupportBot.handle` (chain: groq)", bot_lat, max(rates["bot"]),
+                           cpu_note.format(statistics.mean(bot_cpu))
+                           + f"; added: +{r_bot_p50(bot_lat, bare_lat):.2f} ms p50, "
+                           f"+{statistics.mean(bot_cpu) - statistics.mean(bare_cpu):.2f} ms CPU")
+            results["overhead"] = [r_bare, r_bot]
+            await bot.aclose()
+            await bare.close()
+
+            # 2. failover ------------------------------------------------------------------
+            base = make_bot(env, TIERBOT_CHAIN="gemini")
+            baseline = Result("healthy gemini alone (baseline)", await sequential(lambda i: base.handle(event(i)), n // 2))
+            await base.aclose()
+            fo: list[Result] = [baseline]
+            for label, primary_env, behaviour in (
+                    ("black-holed", {}, black_hole()),
+                    ("refusing connections", {"GROQ_BASE_URL": dead_url()}, ok())):
+                await fakes.set_default("groq", behaviour)
+                # Before: a breaker that never opens, so every message meets the dead primary.
+                before = make_bot({**env, **primary_env}, TIERBOT_CHAIN="groq,gemini", TIERBOT_ATTEMPT_TIMEOUT_S="0.5",
+                                  TIERBOT_BREAKER_THRESHOLD="1000000")
+                lat, _ = await concurrent(lambda i: before.handle(event(i)), 20, 10)
+                fo.append(Result(f"groq {label}, breaker not yet open", lat, note="attempt timeout 0.5 s"))
+                await before.aclose()
+                after = make_bot({**env, **primary_env}, TIERBOT_CHAIN="groq,gemini", TIERBOT_ATTEMPT_TIMEOUT_S="0.5")
+                for i in range(3):
+                    await after.handle(event(i))
+                assert after.services["breakers"].state("groq") == "open"
+                sent = await fakes.count("groq")
+                lat = await sequential(lambda i: after.handle(event(i)), n // 2)
+                extra = statistics.median(lat) - baseline.p50
+                fo.append(Result(f"groq {label}, breaker open", lat,
+                                 note=f"+{extra:.2f} ms p50 vs baseline; {await fakes.count('groq') - sent} requests to groq"))
+                await after.aclose()
+                await fakes.set_default("groq", ok())
+            results["failover"] = fo
+
+            # 3. naive -------------------------------------------------------------------------
+            naive = Naive(env, system)
+            nv = [Result("naive, healthy groq", await sequential(lambda i: naive.ask(TEXT), n // 2))]
+            await fakes.set_default("groq", black_hole())
+            lat, _ = await concurrent(lambda i: naive.ask(TEXT), 10, 10)
+            nv.append(Result("naive, groq black-holed", lat, note="every message, forever"))
+            await fakes.set_default("groq", ok())
+            await naive.aclose()
+            naive = Naive({**env, "GROQ_BASE_URL": dead_url()}, system)
+            lat, _ = await concurrent(lambda i: naive.ask(TEXT), 10, 10)
+            nv.append(Result("naive, groq refusing connections", lat, note="every message, forever"))
+            await naive.aclose()
+            results["naive"] = nv
+
+            # 4. hedging --------------------------------------------------------------------------
+            hm = 300 if quick else 600
+            hedge: list[Result] = []
+            for on in (False, True):
+                await fakes.reset()
+                b = make_bot(env, TIERBOT_CHAIN="groq,gemini", TIERBOT_HEDGING="true" if on else "false")
+                await sequential(lambda i: b.handle(event(i)), 50)  # warm: latency window filled
+                tail = [Behaviour(latency=0.5) if i % 33 == 7 else Behaviour(latency=0.002) for i in range(hm)]
+                await fakes.script("groq", *tail)
+                lat = await sequential(lambda i: b.handle(event(i)), hm)
+                extra_req = await fakes.count("gemini")
+                hedge.append(Result(f"3 % slow tail (0.5 s), hedging {'on' if on else 'off'}", lat,
+                                    note=f"extra requests: {extra_req} ({100 * extra_req / (hm + 50):.1f} %)"))
+                await b.aclose()
+            results["hedging"] = hedge
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)
+
+    print(f"\npython {sys.version.split()[0]}, groq {groq.__version__}, anthropic {anthropic.__version__}, "
+          f"aiohttp {aiohttp.__version__}, {os.cpu_count()} cores; n={n}")
+    for section, rows in results.items():
+        print(f"\n### {section}\n| scenario | messages | p50 ms | p99 ms | msgs/s (50 in flight) | note |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            print(r.row())
+
+
+def r_bot_p50(bot_lat: list[float], bare_lat: list[float]) -> float:
+    return statistics.median(bot_lat) - statistics.median(bare_lat)
+
+
+def dead_url() -> str:
+    from fakes.llm_servers import dead_url as d
+
+    return d()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer messages (a smoke run)")
+    args = ap.parse_args()
+    # INFO logs are on, as in production, but go nowhere (their formatting cost is counted).
+    logging.basicConfig(level=logging.INFO, stream=open(os.devnull, "w"))
+    asyncio.run(main(args.quick))
