@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -64,6 +65,7 @@ from .slack_blocks import (
     customer_line,
     handoff_card,
     thread_note,
+    to_plain,
     unescape,
 )
 from .slack_commands import StaffCommands, TodayCounter
@@ -154,6 +156,9 @@ class SlackAdapter:
         app.action(TAKE_ACTION)(self._on_take)
         app.action(RESOLVE_ACTION)(self._on_resolve)
         app.command("/tierbot")(self._on_command)
+        # Any other event the app is subscribed to: acknowledged and ignored, so Slack
+        # does not see 404s, retry them and eventually disable the subscription.
+        app.event(re.compile(".*"))(self._ignore)
 
     async def handle(self, request: web.Request) -> web.Response:
         """The aiohttp handler for POST /slack/events: Bolt does verification and dispatch."""
@@ -336,6 +341,9 @@ class SlackAdapter:
             return BoltResponse(status=200, body="")
         return await next()
 
+    async def _ignore(self) -> None:
+        return None
+
     async def _on_message_event(self, event: dict[str, Any]) -> None:
         self.spawn(self._on_message(event), f"message-{event.get('ts')}")
 
@@ -380,7 +388,7 @@ class SlackAdapter:
                             "The customer is talking to the bot again.", thread_ts)
             return
         try:
-            await service.staff_reply(handoff, unescape(text), staff)  # type: ignore[union-attr]
+            await service.staff_reply(handoff, to_plain(text), staff)  # type: ignore[union-attr]
         except LookupError as e:
             await self.tell(channel, staff, f"Could not send this to the customer: {e}", thread_ts)
             return

@@ -6,6 +6,7 @@ customer cannot ping `@channel` or forge links in the staff channel.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,7 +14,7 @@ from bot.handoff.store import Handoff
 from bot.models import Reply
 from bot.turn import Turn
 
-__all__ = ["escape", "unescape", "handoff_card", "thread_note", "customer_line", "answer_message",
+__all__ = ["escape", "unescape", "to_plain", "handoff_card", "thread_note", "customer_line", "answer_message",
            "TAKE_ACTION", "RESOLVE_ACTION", "REASONS"]
 
 TAKE_ACTION = "handoff_take"
@@ -34,6 +35,24 @@ def escape(text: str) -> str:
 def unescape(text: str) -> str:
     """Slack's escaped mrkdwn back to what the staff member typed (for the customer)."""
     return html.unescape(text)
+
+
+_LINK = re.compile(r"<([^<>|]+)(?:\|([^<>]*))?>")
+
+
+def to_plain(text: str) -> str:
+    """A staff member's Slack message as the customer should read it: links as
+    `label (url)`, user/channel references and special mentions without Slack syntax."""
+    def link(m: re.Match[str]) -> str:
+        target, label = m.group(1), m.group(2)
+        if target.startswith(("@", "#", "!")):
+            return "@" + label if label and target.startswith("@") else (label or "")
+        if target.startswith("mailto:"):
+            return label or target[len("mailto:"):]
+        return f"{label} ({target})" if label and label != target else target
+
+    plain = html.unescape(_LINK.sub(link, text))
+    return re.sub(r"[ \t]{2,}", " ", plain).strip()
 
 
 def _clip(text: str, limit: int) -> str:

@@ -401,3 +401,33 @@ async def test_report_scheduler_poster_posts_to_the_report_channel(fake, slack_e
     await h.stop()
     (posted,) = fake.called("chat.postMessage")
     assert posted["channel"] == "C0REPORTS" and posted["text"] == "Daily" and ts
+
+
+async def test_staff_slack_formatting_reaches_the_customer_as_plain_text(h, fake):
+    await h.customer("human please")
+    thread = h.card()["ts"]
+    await fake.send_event(fake.user_message(
+        "See <https://shop.example.com/returns|our returns page> &amp; ask <@U0EVE> or <mailto:a@b.c|a@b.c> 5 &lt; 6",
+        thread_ts=thread))
+    await h.settle()
+    assert h.channel.texts() == [
+        "See our returns page (https://shop.example.com/returns) & ask or a@b.c 5 < 6"]
+
+
+async def test_mentioning_the_bot_in_a_handoff_thread_asks_it_and_is_not_relayed(h, fake):
+    await h.customer("human please")
+    thread = h.card()["ts"]
+    mention = fake.mention("what is the refund policy?", thread_ts=thread)
+    message = {**mention, "type": "message"}  # Slack sends both events for one post
+    await fake.send_event(message)
+    await fake.send_event(mention)
+    await h.settle()
+    assert h.channel.sent == []
+    answers = [m for m in fake.thread(STAFF_CHANNEL, thread) if "tier=" in m["text"]]
+    assert len(answers) == 1 and "refund" in answers[0]["text"].lower()
+
+
+async def test_unhandled_event_types_are_acknowledged(h, fake):
+    status, _ = await fake.send_event({"type": "reaction_added", "user": "U0BOB", "reaction": "thumbsup",
+                                       "item": {"type": "message", "channel": STAFF_CHANNEL, "ts": "1.1"}})
+    assert status == 200
