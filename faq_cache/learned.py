@@ -45,8 +45,9 @@ class LearnedCache:
     """Size-bounded TTL cache of answers, in diskcache beside the FAQ store."""
 
     def __init__(self, directory: str | Path, stats: FaqStore, *, ttl_s: float = 3600.0,
-                 max_entries: int = 1000, enabled: bool = True) -> None:
+                 max_entries: int = 1000, enabled: bool = True, clock=time.time) -> None:
         self.cache = diskcache.Cache(str(directory), timeout=5)
+        self.clock = clock  # injectable so TTL tests need not sleep
         self.stats = stats
         self.ttl_s, self.max_entries, self.enabled = ttl_s, max_entries, enabled
 
@@ -81,7 +82,7 @@ class LearnedCache:
                 log.debug(kv(event="learned_refused", reason=reason))
             return False
         key = normalize(question)
-        value = LearnedAnswer(question, answer, time.time(), provider, model)
+        value = LearnedAnswer(question, answer, self.clock(), provider, model)
         with self.cache.transact(retry=True):
             self.cache.delete(key, retry=True)  # re-insert so the order stays "oldest first"
             self.cache.set(key, value, expire=self.ttl_s, retry=True)
@@ -109,7 +110,7 @@ class LearnedCache:
             return None
         value = self.cache.get(normalize(question), retry=True)
         # diskcache drops expired keys lazily; check the age too so the TTL is exact.
-        if value is None or time.time() - value.stored_at > self.ttl_s:
+        if value is None or self.clock() - value.stored_at > self.ttl_s:
             return None
         return value
 

@@ -40,9 +40,26 @@ class FaqStore:
         self._matcher: Matcher | None = None
         self._matcher_version = -1
         self._fit_lock = threading.Lock()
+        self._entries_cache: tuple[int, dict[str, dict]] | None = None
+        self._pending: dict[tuple[str, str], int] = {}
+        self._pending_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+        self._closed = False
 
     def close(self) -> None:
-        self.cache.close()
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._wake.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=5)
+        try:
+            self.flush()
+        finally:
+            self.cache.close()
 
     aclose = close  # the pipeline closes resources with aclose()
 
@@ -56,14 +73,25 @@ class FaqStore:
     def version(self) -> int:
         return int(self.cache.get(_VERSION, 0))
 
+    def _snapshot(self) -> dict[str, dict]:
+        """The whole FAQ (do not mutate), read from disk only when its version changed."""
+        version = self.version()
+        if self._entries_cache is None or self._entries_cache[0] != version:
+            with self.cache.transact(retry=True):
+                self._entries_cache = (self.version(), dict(self.cache.get(_ENTRIES, {})))
+        return self._entries_cache[1]
+
     def _entries(self) -> dict[str, dict]:
-        return dict(self.cache.get(_ENTRIES, {}))
+        return dict(self._snapshot())
+
+    def _entry(self, entry_id: str) -> dict | None:
+        return self._snapshot().get(entry_id)
 
     def entries(self) -> list[FaqEntry]:
         return [FaqEntry.from_dict(d) for d in self._entries().values()]
 
     def get(self, entry_id: str) -> FaqEntry | None:
-        d = self._entries().get(entry_id)
+        d = self._entry(entry_id)
         return FaqEntry.from_dict(d) if d else None
 
     def _write(self, entries: dict[str, dict]) -> int:
@@ -145,31 +173,75 @@ class FaqStore:
         return self._matcher
 
     # -- counters -----------------------------------------------------------------------
+    # A disk write per lookup would cost more than the lookup itself, so counts are
+    # gathered in memory and added to the shared store (atomic `incr`, safe across
+    # processes) by a background thread every FLUSH_INTERVAL_S, and on close.
+    FLUSH_INTERVAL_S = 0.5
+
     def count(self, name: str, n: int = 1) -> None:
-        self.cache.incr(("stat", name), n, retry=True)
+        self._add(("stat", name), n)
 
     def count_hit(self, kind: str, entry_id: str) -> None:
-        with self.cache.transact(retry=True):
-            self.cache.incr(("stat", "hits"), retry=True)
-            self.cache.incr(("stat", f"hits_{kind}"), retry=True)
-            self.cache.incr(("hits", entry_id), retry=True)
+        self._add(("stat", "hits"), 1)
+        self._add(("stat", f"hits_{kind}"), 1)
+        self._add(("hits", entry_id), 1)
+
+    def _add(self, key: tuple[str, str], n: int) -> None:
+        with self._pending_lock:
+            self._pending[key] = self._pending.get(key, 0) + n
+            if self._flusher is None and not self._closed:
+                self._flusher = threading.Thread(target=self._flush_loop, name="faq-counters", daemon=True)
+                self._flusher.start()
+        self._wake.set()
+
+    def _flush_loop(self) -> None:
+        while not self._closed:
+            self._wake.wait()
+            if self._closed:
+                break
+            self._stop.wait(self.FLUSH_INTERVAL_S)  # gather for a while; close() cuts it short
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # a busy disk must not kill the counter thread
+                log.exception("flushing FAQ counters failed; will retry")
+                self._stop.wait(self.FLUSH_INTERVAL_S)
+
+    def flush(self) -> None:
+        """Add the counts gathered in this process to the shared store."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        try:
+            with self.cache.transact(retry=True):
+                for key, n in pending.items():
+                    self.cache.incr(key, n, retry=True)
+        except Exception:
+            with self._pending_lock:  # keep them for the next try
+                for key, n in pending.items():
+                    self._pending[key] = self._pending.get(key, 0) + n
+            raise
 
     def hit_count(self, entry_id: str) -> int:
+        self.flush()
         return int(self.cache.get(("hits", entry_id), 0))
 
     def stats(self) -> dict[str, int]:
         """Totals for the operators' report: hits (by kind), misses, evictions, ..."""
+        self.flush()
         return {name: int(self.cache.get(("stat", name), 0)) for name in _COUNTERS}
 
     def top_entries(self, n: int = 10) -> list[tuple[str, str, int]]:
         """The most-used entries as (entry id or greeting/learned key, label, hits), most hits first."""
+        self.flush()
         entries = self._entries()
         rows = []
         for key in self.cache.iterkeys():
             if isinstance(key, tuple) and len(key) == 2 and key[0] == "hits":
                 eid = key[1]
                 label = entries[eid]["questions"][0] if eid in entries else eid
-                rows.append((eid, label, self.hit_count(eid)))
+                rows.append((eid, label, int(self.cache.get(key, 0))))
         return sorted(rows, key=lambda r: -r[2])[:n]
 
     def find_exact(self, question: str) -> list[str]:

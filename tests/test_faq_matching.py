@@ -1,0 +1,158 @@
+"""The cache tier answers greetings and FAQ questions, and passes on what it is not sure of."""
+from __future__ import annotations
+
+import pytest
+
+from bot.deadline import Deadline
+from bot.models import Event
+from bot.rendering import Renderer
+from bot.turn import Turn, TurnContext
+from faq_cache.entries import FaqEntry, parse_yaml
+from faq_cache.matcher import Matcher
+from faq_cache.normalize import normalize
+from faq_cache.store import FaqStore
+from faq_cache.tier import FaqTier
+from faq_helpers import SHOP_FAQ_YAML
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = FaqStore(tmp_path / "faq")
+    s.import_entries(parse_yaml(SHOP_FAQ_YAML))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def tier(store):
+    return FaqTier(store, Renderer())
+
+
+async def ask(tier, text, history=()):
+    event = Event(platform="test", conversation_id="c1", user_id="u1", text=text)
+    turn = TurnContext(event=event, deadline=Deadline(5), history=list(history))
+    return await tier.answer(event, turn), turn
+
+
+def test_normalisation_folds_unicode_case_punctuation_contractions_and_typos():
+    assert normalize("  ＷＨＥＲＥ’S my   ORDER?!  ") == "where is my order"
+    assert normalize("I can't recieve the refound.") == "i can not receive the refund"
+    assert normalize("Pls help — acount locked!!") == "please help account locked"
+    assert normalize("") == ""
+
+
+@pytest.mark.parametrize("question, answer_start", [
+    ("What are your opening hours?", "We are open"),          # exact variant
+    ("what are your OPENING hours", "We are open"),           # case and punctuation
+    ("when are u open??", "We are open"),                      # shorthand
+    ("i forgot my pasword", "Use \"Forgot password\""),       # typo
+])
+async def test_faq_questions_are_answered_from_the_cache(tier, store, question, answer_start):
+    reply, turn = await ask(tier, question)
+    assert reply is not None, turn.notes
+    assert reply.tier == "cache" and reply.text.startswith(answer_start)
+    assert reply.meta["kind"] == "faq" and reply.meta["score"] >= store.threshold
+    assert store.get(reply.meta["faq_entry"]).answer == reply.text
+    assert [a.outcome for a in turn.attempts] == ["ok"] and turn.attempts[0].cost_usd == 0.0
+
+
+@pytest.mark.parametrize("question", [
+    "who won the football world cup in 2014",
+    "can you recommend a good pasta recipe",
+    "my card was charged twice for the same order",
+    "hi, where is my order?",
+])
+async def test_questions_no_entry_covers_are_passed_on(tier, store, question):
+    reply, turn = await ask(tier, question)
+    assert reply is None
+    assert turn.notes["faq"]["reason"] in ("off_topic", "below_threshold")
+    assert store.stats()["misses"] == 1
+
+
+@pytest.mark.parametrize("text, kind, expected", [
+    ("hi", "hello", "How can I help"),
+    ("Hello there!", "hello", "How can I help"),
+    ("Hola", "hello", "¿En qué puedo ayudarte?"),
+    ("Bonjour !", "hello", "Comment puis-je vous aider"),
+    ("Guten Tag", "hello", "Wie kann ich Ihnen helfen"),
+    ("Olá", "hello", "Como posso ajudar"),
+    ("Привет", "hello", "Чем могу помочь"),
+    ("thanks a lot!", "thanks", "You're welcome"),
+    ("muchas gracias", "thanks", "De nada"),
+    ("merci beaucoup", "thanks", "Avec plaisir"),
+    ("Danke schön", "thanks", "Gern geschehen"),
+    ("obrigada", "thanks", "De nada"),
+    ("спасибо", "thanks", "Пожалуйста"),
+    ("bye!", "goodbye", "Goodbye"),
+    ("adiós", "goodbye", "Hasta luego"),
+    ("au revoir", "goodbye", "Au revoir"),
+    ("tschüss", "goodbye", "Auf Wiedersehen"),
+    ("tchau", "goodbye", "Até logo"),
+    ("до свидания", "goodbye", "До свидания"),
+    ("thanks, bye", "goodbye", "Goodbye"),
+])
+async def test_greetings_thanks_and_goodbyes_in_six_languages(tier, text, kind, expected):
+    reply, _ = await ask(tier, text)
+    assert reply is not None and reply.meta["kind"] == "greeting"
+    assert reply.meta["faq_entry"] == f"greeting:{kind}"
+    assert expected in reply.text
+
+
+@pytest.mark.parametrize("text", ["hi, where is my order?", "hello, can I return this?", "hola, ¿dónde está mi pedido?",
+                                  "thanks but it still doesn't work", "привет, где мой заказ?"])
+async def test_a_greeting_followed_by_a_question_is_not_a_greeting(tmp_path, text):
+    empty = FaqStore(tmp_path / "empty")
+    try:
+        reply, _ = await ask(FaqTier(empty, Renderer()), text)
+        assert reply is None
+    finally:
+        empty.close()
+
+
+async def test_greetings_work_with_an_empty_faq(tmp_path):
+    empty = FaqStore(tmp_path / "empty")
+    try:
+        tier = FaqTier(empty, Renderer())
+        assert (await ask(tier, "hello"))[0].meta["kind"] == "greeting"
+        assert (await ask(tier, "When are you open?"))[0] is None
+        assert empty.stats()["hits_greeting"] == 1
+    finally:
+        empty.close()
+
+
+async def test_operators_override_greeting_templates(tmp_path, store):
+    (tmp_path / "mine" / "greetings").mkdir(parents=True)
+    (tmp_path / "mine" / "greetings" / "hello.j2").write_text(
+        "{% if lang == 'de' %}Moin aus dem Laden!{% else %}Howdy from {{ business.company }}!{% endif %}")
+    tier = FaqTier(store, Renderer(tmp_path / "mine", {"company": "Acme"}))
+    assert (await ask(tier, "hi"))[0].text == "Howdy from Acme!"
+    assert (await ask(tier, "hallo"))[0].text == "Moin aus dem Laden!"
+    assert (await ask(tier, "thanks"))[0].text.startswith("You're welcome")  # shipped template still used
+
+
+async def test_a_removed_entry_is_never_served_and_new_ones_are(tier, store):
+    reply, _ = await ask(tier, "How do I return an item?")
+    store.remove(reply.meta["faq_entry"])
+    assert (await ask(tier, "How do I return an item?"))[0] is None
+    store.add(["Do you ship abroad?", "Can you deliver to another country?"], "We ship to all EU countries.")
+    reply, _ = await ask(tier, "Do you ship abroad?")
+    assert reply is not None and reply.text == "We ship to all EU countries."
+
+
+def test_the_same_question_under_two_answers_is_never_served_by_exact_match():
+    m = Matcher.fit([FaqEntry("a", "A", ["what is the fee", "how much is the monthly fee"]),
+                     FaqEntry("b", "B", ["what is the fee", "fee for international transfers"])])
+    result = m.match("What is the fee?")
+    assert not result.accepted and result.reason == "ambiguous_exact"
+
+
+async def test_hit_counts_per_entry_are_kept(tier, store):
+    for _ in range(3):
+        reply, _ = await ask(tier, "When are you open?")
+    await ask(tier, "hi")
+    await ask(tier, "what is the meaning of life")
+    stats = store.stats()
+    assert (stats["hits"], stats["hits_faq"], stats["hits_greeting"], stats["misses"]) == (4, 3, 1, 1)
+    assert store.hit_count(reply.meta["faq_entry"]) == 3
+    top = store.top_entries(1)[0]
+    assert top[0] == reply.meta["faq_entry"] and top[2] == 3 and top[1] == "What are your opening hours?"
