@@ -20,18 +20,24 @@ async def run_polling(config: Config, stop: asyncio.Event) -> int:
     from bot.app import build_bot
 
     from .durable import DurableStore
+    from .slack import attach_desk
     from .telegram import TelegramAdapter
 
     drain_s = config.get_float("TIERBOT_DRAIN_TIMEOUT_S", 25.0, minimum=0.0)
     async with build_bot(config) as bot:
         store = DurableStore.in_dir(config.data_dir)
         telegram = TelegramAdapter.from_config(bot, config, store)
+        desk = attach_desk(bot, config)  # handoffs still reach staff in Slack from this worker
         try:
+            if desk is not None:
+                await desk.start()
             await telegram.start()
             await telegram.poll(stop)
         finally:
             await telegram.stop(timeout=drain_s)
             store.close()
+            if desk is not None:
+                await desk.aclose()
     return 0
 
 

@@ -4,6 +4,8 @@ Public surface (the web server calls `install`; the report scheduler calls `post
 
     adapter = install(app, bot)      # aiohttp.web.Application, SupportBot -> SlackAdapter | None
     await adapter.post(channel, text, blocks=None)
+    await adapter.post_report(blocks, text)   # to SLACK_REPORT_CHANNEL (else the staff channel)
+    desk = attach_desk(bot)          # posting only, for `tierbot poll` workers (no HTTP route)
 
 `install` adds `POST /slack/events` (Events API, interactivity and slash commands, all
 on one URL) and registers the adapter as `services["staff_desk"]` and
@@ -71,7 +73,7 @@ from .slack_blocks import (
 from .slack_commands import StaffCommands, TodayCounter
 from .slack_dedupe import SeenEvents
 
-__all__ = ["SlackAdapter", "SlackSettings", "install", "EVENTS_PATH"]
+__all__ = ["SlackAdapter", "SlackSettings", "install", "attach_desk", "EVENTS_PATH"]
 
 log = logging.getLogger("tierbot.slack")
 
@@ -431,19 +433,30 @@ class SlackAdapter:
         await self.post(channel, summary, blocks, thread_ts=thread)
 
 
-def install(app: web.Application, bot: SupportBot, config: Config | None = None, *,
-            path: str = EVENTS_PATH) -> SlackAdapter | None:
-    """Mount Slack on an aiohttp app. None when Slack is not configured (see module doc)."""
+def attach_desk(bot: SupportBot, config: Config | None = None) -> SlackAdapter | None:
+    """Slack as the staff desk only (posting cards and customer messages; no HTTP route):
+    for processes that answer customers but do not serve Slack, e.g. `tierbot poll`.
+    The caller runs `await desk.start()` and, after the customer side stopped,
+    `await desk.aclose()`. None when Slack is not configured."""
     config = config or bot.services.get("config") or Config.from_env()  # type: ignore[assignment]
     settings = SlackSettings.from_config(config)  # type: ignore[arg-type]
     if settings is None:
         log.info(kv(event="slack_disabled", reason="SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET not set"))
         return None
     adapter = SlackAdapter(bot, settings, data_dir=config.data_dir)  # type: ignore[union-attr]
-    app.router.add_post(path, adapter.handle)
     bot.services["staff_desk"] = adapter
     bot.services["slack"] = adapter
     bot.listeners.append(adapter.counter)
+    return adapter
+
+
+def install(app: web.Application, bot: SupportBot, config: Config | None = None, *,
+            path: str = EVENTS_PATH) -> SlackAdapter | None:
+    """Mount Slack on an aiohttp app. None when Slack is not configured (see module doc)."""
+    adapter = attach_desk(bot, config)
+    if adapter is None:
+        return None
+    app.router.add_post(path, adapter.handle)
 
     async def on_startup(_: web.Application) -> None:
         await adapter.start()
