@@ -14,6 +14,12 @@ on one URL) and registers the adapter as `services["staff_desk"]` and
 configured by halves. Settings: SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET,
 SLACK_STAFF_CHANNEL, SLACK_API_URL (Web API base, for tests and staging).
 
+Slack app setup (api.slack.com/apps): Event Subscriptions, Interactivity and the
+`/tierbot` slash command all use https://<host>/slack/events; bot events
+`message.channels`, `message.groups`, `message.im`, `app_mention`; bot scopes
+`chat:write`, `channels:history`, `groups:history`, `im:history`, `app_mentions:read`,
+`commands`; invite the bot to the staff (and report) channel.
+
 How the promises are kept:
 - every request goes through slack-bolt's `AsyncApp` and its request-verification
   middleware (bad, missing or >5-minute-old signature: 401, nothing runs);
@@ -247,8 +253,12 @@ class SlackAdapter:
             kwargs["blocks"] = blocks
         if thread_ts:
             kwargs["thread_ts"] = thread_ts
+        return (await self._post(**kwargs))[1]
+
+    async def _post(self, **kwargs: Any) -> tuple[str, str]:
         result = await self.client.chat_postMessage(**kwargs)
-        return str(result["ts"])
+        # Slack answers with the channel's id even when it was given by name ("#support").
+        return str(result.get("channel") or kwargs["channel"]), str(result["ts"])
 
     async def post_report(self, blocks: list[dict[str, Any]], text: str) -> str:
         """The daily report scheduler's poster: SLACK_REPORT_CHANNEL, else the staff channel."""
@@ -316,9 +326,9 @@ class SlackAdapter:
         if history is None:
             history = await self.bot.history.recent(handoff.conversation_id, HISTORY_TURNS)
         text, blocks = handoff_card(handoff, history[-HISTORY_TURNS:])
-        ts = await self.post(self.settings.staff_channel, text, blocks)
-        await service.store.set_thread(handoff.id, self.settings.staff_channel, ts)  # type: ignore[union-attr]
-        log.info(kv(event="slack_handoff_posted", handoff=handoff.id, channel=self.settings.staff_channel, ts=ts))
+        channel, ts = await self._post(channel=self.settings.staff_channel, text=text, blocks=blocks)
+        await service.store.set_thread(handoff.id, channel, ts)  # type: ignore[union-attr]
+        log.info(kv(event="slack_handoff_posted", handoff=handoff.id, channel=channel, ts=ts))
         return await service.store.get(handoff_id)  # type: ignore[union-attr]
 
     async def _refresh(self, handoff_id: int) -> None:

@@ -431,3 +431,13 @@ async def test_unhandled_event_types_are_acknowledged(h, fake):
     status, _ = await fake.send_event({"type": "reaction_added", "user": "U0BOB", "reaction": "thumbsup",
                                        "item": {"type": "message", "channel": STAFF_CHANNEL, "ts": "1.1"}})
     assert status == 200
+
+
+async def test_staff_channel_given_by_name_still_relays_thread_replies(fake, slack_env):
+    h = await Harness(fake, {**slack_env, "SLACK_STAFF_CHANNEL": "#staff"}).start()
+    await h.customer("human please")
+    card = h.card()  # posted to #staff, which Slack knows as C0STAFF
+    await fake.send_event(fake.user_message("Hello from staff", channel=STAFF_CHANNEL, thread_ts=card["ts"]))
+    await h.settle()
+    await h.stop()
+    assert h.channel.texts() == ["Hello from staff"]

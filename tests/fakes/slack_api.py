@@ -73,6 +73,7 @@ class FakeSlack:
         "U0BOB": {"name": "bob", "real_name": "Bob Staff"},
         "U0EVE": {"name": "eve", "real_name": "Eve Staff"},
     })
+    names: dict[str, str] = field(default_factory=lambda: {"staff": STAFF_CHANNEL, "reports": "C0REPORTS"})
     echo_bot_posts: bool = False
     events_url: str = ""  # the app's /slack/events, for send_* and echoes
     calls: list[ApiCall] = field(default_factory=list)
@@ -277,8 +278,13 @@ class FakeSlack:
             msg["thread_ts"] = str(p["thread_ts"])
         return msg
 
+    def _channel_id(self, channel: Any) -> Any:
+        """Slack accepts a channel's name ("#staff" or "staff") and answers with its id."""
+        name = str(channel or "").lstrip("#")
+        return self.names.get(name, channel)
+
     def _m_chat_postMessage(self, p: dict[str, Any]) -> dict[str, Any]:
-        channel = p.get("channel")
+        channel = self._channel_id(p.get("channel"))
         if channel not in self.channels:
             return {"error": "channel_not_found"}
         if not p.get("text") and not p.get("blocks"):
