@@ -105,6 +105,8 @@ def _v3(conn: sqlite3.Connection) -> None:
     )""")
     # Staff response time: first staff_reply per conversation after a handoff opened.
     conn.execute("CREATE INDEX events_conversation ON events(conversation_id, kind, ts)")
+    # FAQ candidates and most-used entries read one tier's messages of one day.
+    conn.execute("CREATE INDEX messages_tier_ts ON messages(tier, ts)")
 
 
 MIGRATIONS: Sequence[Callable[[sqlite3.Connection], None]] = (_v1, _v2, _v3)

@@ -13,6 +13,7 @@ import json
 import math
 import sqlite3
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
@@ -114,28 +115,29 @@ def comparison(conn: sqlite3.Connection, day: dt.date, tz: ZoneInfo, today: dict
     return rows
 
 
-def _first_provider(conn: sqlite3.Connection, start: float, end: float) -> str | None:
-    row = conn.execute(
-        "SELECT a.provider, COUNT(*) c FROM messages m JOIN attempts a ON a.message_id = m.id "
-        "WHERE m.ts >= ? AND m.ts < ? AND m.tier = 'llm' AND a.seq = 0 "
-        "GROUP BY a.provider ORDER BY c DESC, a.provider LIMIT 1", (start, end)).fetchone()
-    return row[0] if row else None
-
-
 def cache_savings(conn: sqlite3.Connection, inputs: ReportInputs, start: float, end: float,
-                  cache_answers: int) -> dict[str, Any]:
-    """Cache answers priced at what the chain's first provider costs per answer on average."""
-    week_start = day_bounds(inputs.day - dt.timedelta(days=AVG_DAYS - 1), inputs.tz)[0]
-    first = inputs.first_provider or _first_provider(conn, start, end) or _first_provider(conn, week_start, end)
+                  cache_answers: int, first_counts: dict[str, int],
+                  clean: dict[str, tuple[float, int]]) -> dict[str, Any]:
+    """Cache answers priced at what the chain's first provider costs per answer on average.
+
+    The first provider is the configured one, else the provider tried first most often
+    that day. Its average is over its answers without a failover (`clean`: provider ->
+    (sum, count) of priced answers that day), else over the last 7 days, else the price book.
+    """
+    first = inputs.first_provider or (
+        min(first_counts, key=lambda p: (-first_counts[p], p)) if first_counts else None)
     avg, basis = None, None
     if first:
-        for basis_name, s in (("that day's answers", start), ("the last 7 days' answers", week_start)):
+        total, count = clean.get(first, (0.0, 0))
+        if count:
+            avg, basis = total / count, "that day's answers"
+        else:
+            week_start = day_bounds(inputs.day - dt.timedelta(days=AVG_DAYS - 1), inputs.tz)[0]
             row = conn.execute(
-                "SELECT AVG(cost_usd), COUNT(*) FROM messages WHERE ts >= ? AND ts < ? AND tier = 'llm' "
-                "AND provider = ? AND fallback = 0 AND cost_usd IS NOT NULL", (s, end, first)).fetchone()
+                "SELECT AVG(cost_usd), COUNT(*) FROM messages WHERE tier = 'llm' AND ts >= ? AND ts < ? "
+                "AND provider = ? AND fallback = 0 AND cost_usd IS NOT NULL", (week_start, end, first)).fetchone()
             if row[1]:
-                avg, basis = float(row[0]), basis_name
-                break
+                avg, basis = float(row[0]), "the last 7 days' answers"
         if avg is None and inputs.price_fallback is not None:
             avg = inputs.price_fallback(first)
             basis = "the price book" if avg is not None else None
@@ -144,17 +146,20 @@ def cache_savings(conn: sqlite3.Connection, inputs: ReportInputs, start: float, 
             "basis": basis, "saved_usd": saved}
 
 
-def latency(conn: sqlite3.Connection, start: float, end: float, tiers: list[dict]) -> list[dict]:
-    out = []
-    for t in tiers:
-        n = t["count"]
-        row = {"tier": t["tier"], "count": n}
-        for pct in (50, 95):
-            rank = max(1, math.ceil(pct / 100 * n))
-            row[f"p{pct}_ms"] = conn.execute(
-                "SELECT latency_ms FROM messages WHERE ts >= ? AND ts < ? AND tier = ? "
-                "ORDER BY latency_ms LIMIT 1 OFFSET ?", (start, end, t["tier"], rank - 1)).fetchone()[0]
-        out.append(row)
+def latency(conn: sqlite3.Connection, start: float, end: float) -> dict[str, dict[str, float]]:
+    """Nearest-rank p50/p95 per tier, ranked inside SQLite (one scan, one sort)."""
+    out: dict[str, dict[str, float]] = {}
+    for tier, value, rn, n in conn.execute(
+            "SELECT tier, latency_ms, rn, n FROM ("
+            " SELECT tier, latency_ms, ROW_NUMBER() OVER (PARTITION BY tier ORDER BY latency_ms) rn,"
+            "        COUNT(*) OVER (PARTITION BY tier) n"
+            " FROM messages WHERE ts >= ? AND ts < ?)"
+            " WHERE rn = MAX(1, (50 * n + 99) / 100) OR rn = MAX(1, (95 * n + 99) / 100)", (start, end)):
+        row = out.setdefault(tier, {})
+        if rn == max(1, (50 * n + 99) // 100):
+            row["p50_ms"] = value
+        if rn == max(1, (95 * n + 99) // 100):
+            row["p95_ms"] = value
     return out
 
 
@@ -167,13 +172,11 @@ def handoffs(conn: sqlite3.Connection, start: float, end: float) -> dict[str, An
         "SELECT o.ts, (SELECT MIN(s.ts) FROM events s WHERE s.conversation_id = o.conversation_id "
         "AND s.kind = 'staff_reply' AND s.ts >= o.ts) FROM events o "
         "WHERE o.kind = 'handoff_opened' AND o.ts >= ? AND o.ts < ?", (start, end)) if first is not None]
-    requested = conn.execute("SELECT COUNT(*) FROM messages WHERE ts >= ? AND ts < ? AND handoff_requested = 1",
-                             (start, end)).fetchone()[0]
     ratings = [r for (r,) in conn.execute(
         "SELECT CAST(json_extract(data, '$.rating') AS INTEGER) FROM events "
         "WHERE kind = 'rating' AND ts >= ? AND ts < ? AND json_valid(data)", (start, end)) if r is not None]
     return {
-        "requested": requested,
+        "requested": 0,  # filled from the messages scan
         "opened": counts.get("handoff_opened", 0),
         "taken": counts.get("handoff_taken", 0),
         "resolved": counts.get("handoff_resolved", 0),
@@ -207,55 +210,88 @@ def chart_data(conn: sqlite3.Connection, day: dt.date, tz: ZoneInfo) -> dict[str
 def compute_report(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, Any]:
     start, end = day_bounds(inputs.day, inputs.tz)
     span = (start, end)
-    totals = headline(conn, start, end)
-    n = totals["messages"]
-    in_tok, out_tok = conn.execute(
-        "SELECT COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0) FROM attempts "
-        "WHERE ts >= ? AND ts < ?", span).fetchone()
-    totals.update(input_tokens=in_tok, output_tokens=out_tok,
-                  price_unknown=totals["unknown_price_attempts"] > 0)
 
-    by_tier = [{"tier": t, "count": c, "share": _share(c, n)} for t, c in conn.execute(
-        "SELECT tier, COUNT(*) c FROM messages WHERE ts >= ? AND ts < ? GROUP BY tier ORDER BY c DESC, tier", span)]
-    by_model = [{"provider": p, "model": m, "count": c, "share": _share(c, n)} for p, m, c in conn.execute(
-        "SELECT provider, model, COUNT(*) c FROM messages WHERE ts >= ? AND ts < ? AND tier = 'llm' "
-        "GROUP BY provider, model ORDER BY c DESC, provider, model", span)]
+    # One scan of the day's messages for everything grouped by tier/provider/model.
+    tiers: Counter[str] = Counter()
+    models: Counter[tuple[str, str]] = Counter()
+    clean: dict[str, tuple[float, int]] = {}
+    fallback_n = requested = 0
+    for tier, provider, model, fallback, n, req, cost, priced in conn.execute(
+            "SELECT tier, provider, model, fallback, COUNT(*), SUM(handoff_requested), SUM(cost_usd), "
+            "COUNT(cost_usd) FROM messages WHERE ts >= ? AND ts < ? GROUP BY tier, provider, model, fallback", span):
+        tiers[tier] += n
+        fallback_n += n if fallback else 0
+        requested += req or 0
+        if tier == "llm":
+            models[(provider, model)] += n
+            if not fallback and priced:
+                total, count = clean.get(provider, (0.0, 0))
+                clean[provider] = (total + cost, count + priced)
+    n = sum(tiers.values())
+    conversations = conn.execute("SELECT COUNT(DISTINCT conversation_id) FROM messages WHERE ts >= ? AND ts < ?",
+                                 span).fetchone()[0]
+
+    # One scan of the day's attempts for spend, tokens, failovers and who was tried first.
+    spend_rows: dict[tuple[str, str], list] = {}
+    fails: Counter[tuple[str, str]] = Counter()
+    first_counts: Counter[str] = Counter()
+    spent_by: dict[str, float] = {}
+    in_tok = out_tok = unknown = 0
+    cost_total = 0.0
+    for provider, model, outcome, first, k, i, o, c, u in conn.execute(
+            "SELECT provider, model, outcome, seq = 0, COUNT(*), SUM(input_tokens), SUM(output_tokens), "
+            "COALESCE(SUM(cost_usd), 0), SUM(cost_usd IS NULL) FROM attempts WHERE ts >= ? AND ts < ? "
+            "GROUP BY provider, model, outcome, seq = 0", span):
+        in_tok, out_tok, unknown, cost_total = in_tok + i, out_tok + o, unknown + u, cost_total + c
+        spent_by[provider] = spent_by.get(provider, 0.0) + c
+        if outcome != "ok":
+            fails[(provider, outcome)] += k
+        if not model or provider in NOT_PROVIDERS:
+            continue
+        if first:
+            first_counts[provider] += k
+        row = spend_rows.setdefault((provider, model), [0, 0, 0, 0.0, 0])
+        row[0] += k; row[1] += i; row[2] += o; row[3] += c; row[4] += u
+
+    handoff = handoffs(conn, start, end)
+    handoff["requested"] = requested
+    totals = {
+        "messages": n, "conversations": conversations, "cost_usd": float(cost_total),
+        "unknown_price_attempts": unknown, "cost_per_1000": cost_total / n * 1000 if n else 0.0,
+        "cache_share": _share(tiers.get("cache", 0), n), "fallback_rate": _share(fallback_n, n),
+        "handoffs": handoff["opened"], "input_tokens": in_tok, "output_tokens": out_tok,
+        "price_unknown": unknown > 0,
+    }
+    by_tier = [{"tier": t, "count": c, "share": _share(c, n)}
+               for t, c in sorted(tiers.items(), key=lambda kv: (-kv[1], kv[0]))]
+    by_model = [{"provider": p, "model": m, "count": c, "share": _share(c, n)}
+                for (p, m), c in sorted(models.items(), key=lambda kv: (-kv[1], kv[0]))]
     spend = [{"provider": p, "model": m, "attempts": a, "input_tokens": i, "output_tokens": o,
               "cost_usd": float(c), "unknown_price_attempts": u, "price_unknown": u > 0}
-             for p, m, a, i, o, c, u in conn.execute(
-        "SELECT provider, model, COUNT(*), SUM(input_tokens), SUM(output_tokens), COALESCE(SUM(cost_usd), 0), "
-        "SUM(cost_usd IS NULL) FROM attempts WHERE ts >= ? AND ts < ? AND model != '' "
-        f"AND provider NOT IN ({_marks(NOT_PROVIDERS)}) GROUP BY provider, model ORDER BY provider, model",
-        (*span, *NOT_PROVIDERS))]
-    failovers = [{"provider": p, "reason": r, "count": c} for p, r, c in conn.execute(
-        "SELECT provider, outcome, COUNT(*) c FROM attempts WHERE ts >= ? AND ts < ? AND outcome != 'ok' "
-        "GROUP BY provider, outcome ORDER BY c DESC, provider, outcome", span)]
-    breakers = []
+             for (p, m), (a, i, o, c, u) in sorted(spend_rows.items())]
+    failovers = [{"provider": p, "reason": r, "count": c}
+                 for (p, r), c in sorted(fails.items(), key=lambda kv: (-kv[1], kv[0]))]
+    lat = latency(conn, start, end)
+    latencies = [{"tier": t["tier"], "count": t["count"], **lat.get(t["tier"], {})} for t in by_tier]
+
+    breakers: Counter[tuple[str, str, str]] = Counter()
     for data, c in conn.execute("SELECT data, COUNT(*) FROM events WHERE kind = 'breaker_open' "
                                 "AND ts >= ? AND ts < ? GROUP BY data", span):
         d = json.loads(data) if data else {}
-        breakers.append({"provider": d.get("provider", "?"), "model": d.get("model", ""),
-                         "reason": d.get("reason", ""), "count": c})
-    merged: dict[tuple, int] = {}
-    for b in breakers:
-        key = (b["provider"], b["model"], b["reason"])
-        merged[key] = merged.get(key, 0) + b["count"]
-    breakers = [{"provider": p, "model": m, "reason": r, "count": c}
-                for (p, m, r), c in sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))]
+        breakers[(d.get("provider", "?"), d.get("model", ""), d.get("reason", ""))] += c
+    breaker_rows = [{"provider": p, "model": m, "reason": r, "count": c}
+                    for (p, m, r), c in sorted(breakers.items(), key=lambda kv: (-kv[1], kv[0]))]
 
     unanswered = [{"question": redact(q), "count": c} for q, c in conn.execute(
-        "SELECT lower(trim(question)) q, COUNT(*) c FROM messages WHERE ts >= ? AND ts < ? "
-        "AND tier = 'template' AND handoff_requested = 0 AND trim(question) != '' "
+        "SELECT lower(trim(question)) q, COUNT(*) c FROM messages WHERE tier = 'template' AND ts >= ? AND ts < ? "
+        "AND handoff_requested = 0 AND trim(question) != '' "
         f"AND COALESCE(template, '') NOT IN ({_marks(NOT_QUESTIONS)}) "
         "GROUP BY q ORDER BY c DESC, q LIMIT ?", (*span, *NOT_QUESTIONS, TOP_N))]
     faq_top = [{"entry": e, "count": c} for e, c in conn.execute(
-        "SELECT faq_entry, COUNT(*) c FROM messages WHERE ts >= ? AND ts < ? AND tier = 'cache' "
+        "SELECT faq_entry, COUNT(*) c FROM messages WHERE tier = 'cache' AND ts >= ? AND ts < ? "
         "AND faq_entry IS NOT NULL GROUP BY faq_entry ORDER BY c DESC, faq_entry LIMIT ?", (*span, TOP_N))]
 
     caps = inputs.caps
-    spent_by = {p: float(c) for p, c in conn.execute(
-        "SELECT provider, SUM(cost_usd) FROM attempts WHERE ts >= ? AND ts < ? AND cost_usd IS NOT NULL "
-        "GROUP BY provider", span)}
     budget = [{"scope": s, "cap_usd": cap,
                "spent_usd": sum(spent_by.values()) if s == "overall" else spent_by.get(s, 0.0)}
               for s, cap in sorted(caps.items())]
@@ -272,12 +308,11 @@ def compute_report(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, 
         "by_tier": by_tier,
         "by_model": by_model,
         "spend": spend,
-        "cache_savings": cache_savings(conn, inputs, start, end,
-                                       next((t["count"] for t in by_tier if t["tier"] == "cache"), 0)),
+        "cache_savings": cache_savings(conn, inputs, start, end, tiers.get("cache", 0), first_counts, clean),
         "failovers": failovers,
-        "breakers": breakers,
-        "latency": latency(conn, start, end, by_tier),
-        "handoffs": handoffs(conn, start, end),
+        "breakers": breaker_rows,
+        "latency": latencies,
+        "handoffs": handoff,
         "budget": {"caps": budget, "alerts": alerts},
         "unanswered": unanswered,
         "faq_top": faq_top,

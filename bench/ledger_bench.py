@@ -1,0 +1,260 @@
+"""Ledger and report: does recording every message slow the pipeline, and how long does
+the daily report take over a million ledger records?
+
+Part 1 — throughput, side by side in one run. The same SupportBot handles the same
+messages (N conversations, several messages each, C at a time) with and without the
+ledger (durable history + reply listener + budget gate), rounds alternating A/B/A/B so
+machine noise hits both alike. Two pipelines:
+  - templates only: the cheapest reply there is, so the ledger's share of the cost is
+    as large as it can ever be;
+  - the real LLM chain (groq SDK over HTTP) against the local fake Groq server.
+Also measured: event-loop lag during the run (a 1 ms ticker; how late it wakes), since
+"writes never block the loop" is the ledger's promise.
+
+Part 2 — report over 1,000,000 messages (+ their attempts and events), generated with
+executemany into a temporary ledger: 1,000,000 messages over 20 days (~50,000 a day),
+and a worst case with the whole million on the report's day. Times ReportService.render
+for each format (cold: first read after opening; warm: again).
+
+    python bench/ledger_bench.py [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from bot import Event, SupportBot  # noqa: E402
+from bot.app import build_bot  # noqa: E402
+from bot.config import Config  # noqa: E402
+from bot.ledger import Ledger, day_bounds  # noqa: E402
+from bot.rendering import Renderer, load_business_profile  # noqa: E402
+from bot.report import ReportService  # noqa: E402
+from bot.templates_tier import TemplateTier  # noqa: E402
+
+QUESTIONS = ["where is my order", "I want a refund", "what are your opening hours", "do you ship abroad",
+             "my card was declined", "how do I reset my password", "can I change my address",
+             "is the blue one in stock", "talk to a human", "what's your return policy"]
+
+
+# -- part 1 -----------------------------------------------------------------------------
+class LoopLag:
+    """How late a 1 ms ticker wakes: the loop is blocked for at least that long."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self._task: asyncio.Task | None = None
+
+    async def _run(self) -> None:
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(0.001)
+            self.lags.append((time.perf_counter() - t - 0.001) * 1000)
+
+    def __enter__(self):
+        self._task = asyncio.ensure_future(self._run())
+        return self
+
+    def __exit__(self, *exc):
+        self._task.cancel()
+
+    def summary(self) -> tuple[float, float]:
+        s = sorted(self.lags) or [0.0]
+        return s[int(len(s) * 0.99) - 1 if len(s) > 1 else 0], s[-1]
+
+
+async def drive(bot: SupportBot, n: int, conversations: int, concurrency: int, tag: str) -> tuple[float, LoopLag]:
+    events = [Event("telegram", f"{tag}-c{i % conversations}", f"u{i % conversations}",
+                    QUESTIONS[i % len(QUESTIONS)]) for i in range(n)]
+    sem = asyncio.Semaphore(concurrency)
+    # Messages of one conversation in order, like a real chat (a customer waits for the answer).
+    by_conv: dict[str, list[Event]] = {}
+    for e in events:
+        by_conv.setdefault(e.conversation_id, []).append(e)
+
+    async def conversation(evs: list[Event]) -> None:
+        for e in evs:
+            async with sem:
+                await bot.handle(e)
+
+    with LoopLag() as lag:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(conversation(evs) for evs in by_conv.values()))
+        ledger = bot.services.get("ledger")
+        if ledger is not None:
+            await ledger.flush()  # count the writes as done only when committed
+        elapsed = time.perf_counter() - t0
+    return n / elapsed, lag
+
+
+def templates_bot(data_dir: Path, with_ledger: bool) -> SupportBot:
+    renderer = Renderer(profile=load_business_profile(None))
+    if not with_ledger:
+        return SupportBot([TemplateTier(renderer)])
+    bot = build_bot(Config({"TIERBOT_DATA_DIR": str(data_dir)}), plugins=("bot.ledger.plugin:install",))
+    return bot
+
+
+async def throughput(rounds: int, n: int, conversations: int, concurrency: int) -> dict:
+    import fakes.llm_servers as F
+    from fakes.llm_bot import llm_env
+
+    results: dict[str, dict[str, list]] = {}
+    async with F.FakeProviders() as fp:
+        for pipeline in ("templates only", "LLM chain (fake Groq over HTTP)"):
+            res = results.setdefault(pipeline, {"without": [], "with": [], "lag_without": [], "lag_with": []})
+            for r in range(rounds):
+                for with_ledger in (False, True) if r % 2 == 0 else (True, False):
+                    tmp = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
+                    if pipeline == "templates only":
+                        bot = templates_bot(tmp, with_ledger)
+                    else:
+                        env = llm_env(fp, tmp, deadline=10, attempt=5, chain="groq",
+                                      TIERBOT_LLM_POOL=str(concurrency * 2))
+                        plugins = (("bot.ledger.plugin:install",) if with_ledger else ()) + ("bot.llm.plugin:install",)
+                        bot = build_bot(Config(env), plugins=plugins)
+                    async with bot:
+                        await drive(bot, min(200, n), conversations, concurrency, f"warm{r}")
+                        rate, lag = await drive(bot, n, conversations, concurrency, f"r{r}")
+                    key = "with" if with_ledger else "without"
+                    res[key].append(rate)
+                    res["lag_" + key].append(lag.summary())
+                    fp.groq.requests.clear()
+    return results
+
+
+# -- part 2 -----------------------------------------------------------------------------
+PROVIDERS = [("groq", "llama-3.3-70b-versatile", 0.59, 0.79), ("gemini", "gemini-2.5-flash", 0.30, 2.50),
+             ("claude", "claude-haiku-4-5", 1.0, 5.0)]
+
+
+def generate(path: Path, n: int, days: list[dt.date], tz: ZoneInfo, seed: int = 1) -> tuple[int, int, float]:
+    """n messages spread evenly over `days` (+ attempts and events), straight into SQLite."""
+    Ledger(path).close_sync()  # create the schema
+    rng = random.Random(seed)
+    t0 = time.perf_counter()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("BEGIN")
+    msgs, atts, evs = [], [], []
+    n_att = n_ev = 0
+    spans = [day_bounds(d, tz) for d in days]
+    # Written in time order, as the bot writes them.
+    times = sorted(s + (e - s) * rng.random() for s, e in (spans[i % len(spans)] for i in range(n)))
+    for i, ts in enumerate(times, 1):
+        r = rng.random()
+        conv = f"c{rng.randrange(n // 4 + 1)}"
+        q = QUESTIONS[rng.randrange(len(QUESTIONS))]
+        lat = rng.uniform(1, 3000)
+        if r < 0.3:
+            msgs.append((i, ts, "telegram", conv, "u", "cache", "cache", "faq", 0, 0, 0, 0.0, lat, q,
+                         '{"faq_entry": "e%d"}' % rng.randrange(40), 1, None, f"e{rng.randrange(40)}", 0))
+            atts.append((i, 0, "cache", "faq", "ok", None, lat, 0, 0, 0.0, ts))
+        elif r < 0.85:
+            fallback = rng.random() < 0.15
+            seq = 0
+            if fallback:
+                atts.append((i, 0, "groq", PROVIDERS[0][1], rng.choice(["rate_limited", "timeout"]), None,
+                             5.0, 0, 0, 0.0, ts))
+                seq = 1
+            p, m, pin, pout = PROVIDERS[rng.randrange(1, 3)] if fallback else PROVIDERS[0]
+            tin, tout = rng.randrange(200, 3000), rng.randrange(20, 400)
+            cost = (tin * pin + tout * pout) / 1e6
+            atts.append((i, seq, p, m, "ok", None, lat, tin, tout, cost, ts))
+            msgs.append((i, ts, "telegram", conv, "u", "llm", p, m, int(fallback), tin, tout, cost, lat, q, None,
+                         0, None, None, 0))
+        else:
+            msgs.append((i, ts, "telegram", conv, "u", "template", None, None, 0, 0, 0, 0.0, lat,
+                         f"{q} #{rng.randrange(500)}", '{"template": "generic"}', 0, "generic", None, 0))
+        if rng.random() < 0.01:
+            evs.append((ts, "handoff_opened", conv, None))
+            evs.append((ts + rng.uniform(10, 600), "staff_reply", conv, None))
+            evs.append((ts + 900, "rating", conv, json.dumps({"rating": rng.randint(1, 5)})))
+        if len(msgs) >= 50_000:
+            n_att += len(atts); n_ev += len(evs)
+            _flush(conn, msgs, atts, evs)
+    n_att += len(atts); n_ev += len(evs)
+    _flush(conn, msgs, atts, evs)
+    conn.execute("COMMIT")
+    conn.execute("ANALYZE")
+    conn.close()
+    return n_att, n_ev, time.perf_counter() - t0
+
+
+def _flush(conn, msgs, atts, evs) -> None:
+    conn.executemany("INSERT INTO messages (id, ts, platform, conversation_id, user_id, tier, provider, model, "
+                     "fallback, input_tokens, output_tokens, cost_usd, latency_ms, question, meta, cache_hit, "
+                     "template, faq_entry, handoff_requested) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", msgs)
+    conn.executemany("INSERT INTO attempts (message_id, seq, provider, model, outcome, detail, latency_ms, "
+                     "input_tokens, output_tokens, cost_usd, ts) VALUES (?,?,?,?,?,?,?,?,?,?,?)", atts)
+    conn.executemany("INSERT INTO events (ts, kind, conversation_id, data) VALUES (?,?,?,?)", evs)
+    msgs.clear(); atts.clear(); evs.clear()
+
+
+async def report_times(path: Path, day: dt.date, tz: ZoneInfo, repeats: int) -> dict[str, list[float]]:
+    config = Config({"TIERBOT_TZ": str(tz), "TIERBOT_DATA_DIR": str(path.parent)})
+    times: dict[str, list[float]] = {}
+    for fmt in ("html", "text", "markdown", "json", "slack"):
+        for _ in range(repeats):
+            ledger = Ledger(path, tz=tz)  # a fresh reader connection each time: "cold" page cache aside
+            service = ReportService(ledger, config)
+            t0 = time.perf_counter()
+            if fmt == "slack":
+                await service.slack(day)
+            else:
+                await service.render(day, fmt)
+            times.setdefault(fmt, []).append(time.perf_counter() - t0)
+            await ledger.aclose()
+    return times
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="smaller runs (a smoke test of the script)")
+    args = ap.parse_args()
+    n, rounds, records = (600, 2, 100_000) if args.quick else (3000, 4, 1_000_000)
+    print(f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}")
+
+    print(f"\n## Part 1: messages/s through SupportBot.handle, {n} messages, 300 conversations, "
+          f"50 concurrent, {rounds} alternating rounds (median)")
+    res = await throughput(rounds, n, 300, 50)
+    print(f"{'pipeline':34s} {'without ledger':>15s} {'with ledger':>12s} {'ratio':>7s} "
+          f"{'loop lag p99/max without':>25s} {'with':>14s}")
+    for pipeline, r in res.items():
+        a, b = statistics.median(r["without"]), statistics.median(r["with"])
+        la = max(x[0] for x in r["lag_without"]), max(x[1] for x in r["lag_without"])
+        lb = max(x[0] for x in r["lag_with"]), max(x[1] for x in r["lag_with"])
+        print(f"{pipeline:34s} {a:15.0f} {b:12.0f} {b / a:7.2f} {la[0]:11.1f} / {la[1]:5.1f} ms "
+              f"{lb[0]:6.1f} / {lb[1]:5.1f} ms")
+        print(f"{'':34s} rounds without: {[round(x) for x in r['without']]}  with: {[round(x) for x in r['with']]}")
+
+    tz = ZoneInfo("Europe/Berlin")
+    day = dt.date(2026, 11, 20)
+    print(f"\n## Part 2: report over {records:,} messages (time to compute + render, seconds)")
+    for label, days in ((f"{records:,} over 20 days", [day - dt.timedelta(days=i) for i in range(20)]),
+                        (f"all {records:,} on the report's day", [day])):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "ledger.sqlite3"
+            n_att, n_ev, gen_s = generate(path, records, days, tz)
+            size = path.stat().st_size / 1e6
+            times = await report_times(path, day, tz, repeats=3)
+            print(f"{label}: {n_att:,} attempts, {n_ev:,} events, {size:.0f} MB, generated in {gen_s:.1f} s")
+            for fmt, ts in times.items():
+                print(f"   {fmt:9s} first {ts[0]:.3f}  median {statistics.median(ts):.3f}  max {max(ts):.3f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
