@@ -25,12 +25,27 @@ import numpy as np
 from .entries import FaqEntry
 from .normalize import normalize
 
-__all__ = ["Match", "Matcher", "DEFAULT_THRESHOLD", "MODEL_VERSION", "load_background", "char_ngrams", "word_ngrams"]
+__all__ = ["Match", "Matcher", "DEFAULT_THRESHOLD", "threshold_for", "MODEL_VERSION", "load_background", "char_ngrams", "word_ngrams"]
 
-# Chosen by `bench/faq_eval.py --choose` on Banking77 choice data (a validation split plus
-# out-of-fold FAQ variants), never on the test questions: the lowest margin whose precision
-# there is >= 99 % with 95 % confidence. See BENCHMARKS.md.
-DEFAULT_THRESHOLD = 0.90
+# Thresholds by the FAQ's median number of question variants per entry, chosen by
+# `bench/faq_eval.py --choose` on Banking77 choice data (never the test questions): the
+# lowest margin whose precision there is >= 99 % with 95 % confidence. Measured points:
+# 5 → 1.16, 10 → 1.20, 20 → 1.38, 40 → 1.28, ~72 → 0.90; fewer variants never get a lower
+# threshold than more variants (monotone envelope). See BENCHMARKS.md.
+THRESHOLDS_BY_VARIANTS: tuple[tuple[float, float], ...] = ((20, 1.38), (40, 1.28), (72, 0.90))
+DEFAULT_THRESHOLD = THRESHOLDS_BY_VARIANTS[-1][1]  # for FAQs with many variants per entry
+
+
+def threshold_for(variants_per_entry: float) -> float:
+    """The shipped threshold for a FAQ with this median number of variants per entry."""
+    points = THRESHOLDS_BY_VARIANTS
+    if variants_per_entry <= points[0][0]:
+        return points[0][1]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if variants_per_entry <= x1:
+            t = (math.log(variants_per_entry) - math.log(x0)) / (math.log(x1) - math.log(x0))
+            return round(y0 + t * (y1 - y0), 3)
+    return points[-1][1]
 MODEL_VERSION = 1  # bump when features change: stored models of older versions are refitted
 BACKGROUND = "__background__"
 
@@ -104,9 +119,11 @@ class Matcher:
         return sum(1 for label in self.labels if label != BACKGROUND)
 
     @classmethod
-    def fit(cls, entries: Sequence[FaqEntry], *, threshold: float = DEFAULT_THRESHOLD,
+    def fit(cls, entries: Sequence[FaqEntry], *, threshold: float | None = None,
             background: Sequence[str] | None = None, C: float = 1.0) -> "Matcher":
-        """Fit on every question variant; entries with no usable question are skipped."""
+        """Fit on every question variant; entries with no usable question are skipped.
+
+        `threshold` None picks the shipped threshold for this FAQ's variants per entry."""
         from scipy.sparse import hstack
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.svm import LinearSVC
@@ -125,6 +142,9 @@ class Matcher:
                     exact[nq] = None  # the same words under two answers: never served by exact match
                 else:
                     exact.setdefault(nq, entry.id)
+        counts = Counter(labels)
+        if threshold is None:
+            threshold = threshold_for(float(np.median(list(counts.values())))) if counts else DEFAULT_THRESHOLD
         if not texts:
             return cls([], [], np.zeros((0, 0)), np.zeros(0), {}, threshold)
         bg = [normalize(t) for t in (load_background() if background is None else background)]

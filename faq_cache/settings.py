@@ -6,7 +6,6 @@ from pathlib import Path
 
 from bot.config import Config, ConfigError
 
-from .matcher import DEFAULT_THRESHOLD
 
 __all__ = ["FaqSettings"]
 
@@ -14,7 +13,7 @@ __all__ = ["FaqSettings"]
 @dataclass(frozen=True)
 class FaqSettings:
     directory: Path
-    threshold: float = DEFAULT_THRESHOLD
+    threshold: float | None = None  # None: shipped threshold for the FAQ's size
     greetings: bool = True
     learned: bool = True
     learned_ttl_s: float = 3600.0
@@ -34,8 +33,8 @@ class FaqSettings:
                 value = section[key]
                 env[name] = ("on" if value else "off") if isinstance(value, bool) else str(value)
         cfg = Config(env=env, file=config.file)
-        threshold = cfg.get_float("TIERBOT_FAQ_THRESHOLD", DEFAULT_THRESHOLD)
-        if threshold < 0:
+        threshold = cfg.get_float("TIERBOT_FAQ_THRESHOLD", -1.0) if cfg.get("TIERBOT_FAQ_THRESHOLD") else None
+        if threshold is not None and threshold < 0:
             raise ConfigError(f"TIERBOT_FAQ_THRESHOLD must be at least 0, got {threshold}")
         return cls(
             directory=config.data_dir / "faq",

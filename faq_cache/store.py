@@ -17,7 +17,7 @@ import diskcache
 from bot.logs import kv
 
 from .entries import FaqEntry, entry_id_for
-from .matcher import DEFAULT_THRESHOLD, MODEL_VERSION, Matcher
+from .matcher import MODEL_VERSION, Matcher
 from .normalize import normalize
 
 __all__ = ["FaqStore"]
@@ -32,7 +32,8 @@ _COUNTERS = ("hits", "misses", "evictions", "hits_faq", "hits_greeting", "hits_l
 class FaqStore:
     """Entries, matcher and counters shared by every process using `directory`."""
 
-    def __init__(self, directory: str | Path, *, threshold: float = DEFAULT_THRESHOLD) -> None:
+    def __init__(self, directory: str | Path, *, threshold: float | None = None) -> None:
+        """`threshold` None: the shipped threshold for the FAQ's size (see matcher.threshold_for)."""
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.cache = diskcache.Cache(str(self.directory), timeout=5)
@@ -159,12 +160,14 @@ class FaqStore:
                 matcher = stored[2]
             else:
                 entries = self._entries()
-                matcher = Matcher.fit([FaqEntry.from_dict(d) for d in entries.values()], threshold=self.threshold)
+                matcher = Matcher.fit([FaqEntry.from_dict(d) for d in entries.values()])
                 with self.cache.transact(retry=True):
                     if self.version() == version:  # nobody changed the FAQ while we fitted
                         self.cache.set(_MODEL, (version, MODEL_VERSION, matcher), retry=True)
-                log.info(kv(event="faq_model_fitted", entries=matcher.n_entries, version=version))
-            matcher.threshold = self.threshold
+                log.info(kv(event="faq_model_fitted", entries=matcher.n_entries, version=version,
+                           threshold=matcher.threshold))
+            if self.threshold is not None:
+                matcher.threshold = self.threshold
             self._matcher, self._matcher_version = matcher, version
             return matcher
 

@@ -81,9 +81,10 @@ class FaqTier:
         if greeting:
             return {"kind": "greeting", "entry": f"greeting:{greeting.kind}", "lang": greeting.lang, "score": 1.0,
                     "answered": True}
-        match: Match = self.store.matcher().match(text)
+        matcher = self.store.matcher()
+        match: Match = matcher.match(text)
         out = {"kind": "faq", "entry": match.entry_id, "score": round(match.score, 4), "runner_up": match.runner_up,
-               "threshold": self.store.threshold, "reason": match.reason, "answered": match.accepted,
+               "threshold": matcher.threshold, "reason": match.reason, "answered": match.accepted,
                "normalized": normalize(text)}
         if not match.accepted and self.learned is not None and self.learned.get(text):
             out.update(kind="learned", answered=True, reason="learned")

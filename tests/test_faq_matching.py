@@ -51,7 +51,7 @@ async def test_faq_questions_are_answered_from_the_cache(tier, store, question, 
     reply, turn = await ask(tier, question)
     assert reply is not None, turn.notes
     assert reply.tier == "cache" and reply.text.startswith(answer_start)
-    assert reply.meta["kind"] == "faq" and reply.meta["score"] >= store.threshold
+    assert reply.meta["kind"] == "faq" and reply.meta["score"] >= store.matcher().threshold
     assert store.get(reply.meta["faq_entry"]).answer == reply.text
     assert [a.outcome for a in turn.attempts] == ["ok"] and turn.attempts[0].cost_usd == 0.0
 
@@ -156,3 +156,26 @@ async def test_hit_counts_per_entry_are_kept(tier, store):
     assert store.hit_count(reply.meta["faq_entry"]) == 3
     top = store.top_entries(1)[0]
     assert top[0] == reply.meta["faq_entry"] and top[2] == 3 and top[1] == "What are your opening hours?"
+
+
+def test_sparse_faqs_get_a_stricter_threshold_than_rich_ones():
+    from faq_cache.matcher import DEFAULT_THRESHOLD, threshold_for
+
+    values = [threshold_for(n) for n in (1, 5, 10, 20, 30, 40, 60, 72, 200)]
+    assert values == sorted(values, reverse=True)
+    assert values[0] > DEFAULT_THRESHOLD == values[-1]
+    few = Matcher.fit([FaqEntry("a", "A", ["when are you open", "opening hours"]),
+                       FaqEntry("b", "B", ["how long is delivery", "shipping time"])])
+    assert few.threshold == threshold_for(2)
+
+
+async def test_an_operator_threshold_overrides_the_shipped_one(base_env):
+    from bot.pipeline import SupportBot
+
+    bot = SupportBot.from_env(dict(base_env, TIERBOT_FAQ_THRESHOLD="2.5"))
+    try:
+        store = bot.services["faq"]
+        store.import_entries(parse_yaml(SHOP_FAQ_YAML))
+        assert store.matcher().threshold == 2.5
+    finally:
+        await bot.aclose()
