@@ -23,7 +23,9 @@ Slack app setup (api.slack.com/apps): Event Subscriptions, Interactivity and the
 How the promises are kept:
 - every request goes through slack-bolt's `AsyncApp` and its request-verification
   middleware (bad, missing or >5-minute-old signature: 401, nothing runs);
-- retried deliveries (same `event_id`) are dropped by a durable claim (`SeenEvents`);
+- retried deliveries (same `event_id`) are dropped by a durable claim (`SeenEvents`),
+  committed with the event before the ack; an event acked but unfinished when the
+  process died is handled after the restart (at least once, never lost);
 - listeners only ack and queue: slow work runs in tracked tasks after the ack, and
   the server's shutdown waits for them;
 - what the customer side shows staff (handoff cards, the customer's messages, status
@@ -86,6 +88,9 @@ log = logging.getLogger("tierbot.slack")
 EVENTS_PATH = "/slack/events"
 DEFAULT_API_URL = "https://slack.com/api/"
 HISTORY_TURNS = 8
+# Unfinished events older than this are taken over at start-up (and once more this much
+# later): long enough that a sibling process still working on one is left alone.
+RECOVER_AFTER_S = 30.0
 RELAYED_SUBTYPES = (None, "thread_broadcast", "file_share")
 OUTBOX_PLATFORM = "slack"
 # Web API errors that no retry can fix: the outbox parks the post instead of retrying.
@@ -149,6 +154,8 @@ class SlackAdapter:
         self._identity: dict[str, str] = {}
         self._closing = False
         self._closed = False
+        self.receives_events = False  # set by install(): this process serves /slack/events
+        self._recovery: asyncio.Task[None] | None = None
         self._register()
 
     # -- wiring -----------------------------------------------------------------------------
@@ -180,6 +187,8 @@ class SlackAdapter:
         and queue a card for any open handoff that never got one."""
         self.outbox.start()
         await self.identity()
+        if self.receives_events:
+            self._recovery = asyncio.get_running_loop().create_task(self._recover(), name="slack-recover")
         if self.handoffs is None:
             return
         for handoff in await self.handoffs.open_handoffs():
@@ -190,6 +199,8 @@ class SlackAdapter:
         """Shutdown, step 1: refuse new Slack requests, finish the work already acked
         (it may still need the customer channels, which close after this)."""
         self._closing = True
+        if self._recovery is not None:
+            self._recovery.cancel()
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
             for task in pending:
@@ -348,20 +359,45 @@ class SlackAdapter:
     # -- Bolt listeners (ack fast, work later) ---------------------------------------------------
     async def _dedupe(self, body: dict[str, Any], next: Any) -> BoltResponse | None:
         event_id = body.get("event_id") if body.get("type") == "event_callback" else None
-        if event_id and not await self.seen.claim(str(event_id)):
+        if event_id and not await self.seen.claim(str(event_id), body.get("event")):
             log.info(kv(event="slack_redelivery_ignored", event_id=event_id))
             return BoltResponse(status=200, body="")
         return await next()
 
-    async def _ignore(self) -> None:
-        return None
+    async def _ignore(self, body: dict[str, Any]) -> None:
+        if body.get("event_id"):
+            await self.seen.done(str(body["event_id"]))
 
-    async def _on_message_event(self, event: dict[str, Any]) -> None:
-        self.spawn(self._on_message(event), f"message-{event.get('ts')}")
+    async def _on_message_event(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+        self.spawn(self._finish(body.get("event_id"), self._on_message(event)), f"message-{event.get('ts')}")
 
-    async def _on_mention_event(self, event: dict[str, Any]) -> None:
+    async def _on_mention_event(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+        self.spawn(self._finish(body.get("event_id"), self._on_mention(event)), f"mention-{event.get('ts')}")
+
+    async def _on_mention(self, event: dict[str, Any]) -> None:
         if not await self._is_own(event):
-            self.spawn(self._answer_staff(event), f"mention-{event.get('ts')}")
+            await self._answer_staff(event)
+
+    async def _finish(self, event_id: str | None, work: Coroutine[Any, Any, Any]) -> None:
+        """Run an event's work, then mark it done (a bug is logged and not retried forever)."""
+        try:
+            await work
+        except Exception:
+            log.exception(kv(event="slack_event_failed", event_id=event_id))
+        if event_id:
+            await self.seen.done(str(event_id))
+
+    async def _recover(self) -> None:
+        for attempt in range(2):
+            if attempt:
+                await asyncio.sleep(RECOVER_AFTER_S)
+            for event_id, event in await self.seen.take_stale(RECOVER_AFTER_S):
+                log.warning(kv(event="slack_event_recovered", event_id=event_id, type=event.get("type")))
+                handler = {"message": self._on_message, "app_mention": self._on_mention}.get(event.get("type", ""))
+                if handler is None:
+                    await self.seen.done(event_id)
+                else:
+                    self.spawn(self._finish(event_id, handler(event)), f"recovered-{event_id}")
 
     async def _on_take(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
@@ -466,6 +502,7 @@ def install(app: web.Application, bot: SupportBot, config: Config | None = None,
     adapter = attach_desk(bot, config)
     if adapter is None:
         return None
+    adapter.receives_events = True
     app.router.add_post(path, adapter.handle)
 
     async def on_startup(_: web.Application) -> None:

@@ -441,3 +441,59 @@ async def test_staff_channel_given_by_name_still_relays_thread_replies(fake, sla
     await h.settle()
     await h.stop()
     assert h.channel.texts() == ["Hello from staff"]
+
+
+async def test_a_staff_reply_acked_but_unfinished_before_a_crash_is_delivered_after_restart(fake, slack_env):
+    import sqlite3
+    from pathlib import Path
+
+    h1 = await Harness(fake, slack_env).start()
+    await h1.customer("human please")
+    thread = h1.card()["ts"]
+    await h1.stop()
+    # The process died right after acking this staff reply: the claim is on disk, pending.
+    event = fake.user_message("Sorry for the wait, Ada!", thread_ts=thread)
+    db = sqlite3.connect(Path(slack_env["TIERBOT_DATA_DIR"]) / "slack_events.sqlite3")
+    with db:
+        db.execute("INSERT INTO seen_events VALUES ('EvCRASHED', strftime('%s','now') - 60, ?, 'pending')",
+                   (json.dumps(event),))
+    db.close()
+
+    h2 = await Harness(fake, slack_env).start()
+    await h2.settle()
+    assert h2.channel.texts() == ["Sorry for the wait, Ada!"]
+    status, _ = await fake.send_event(event, event_id="EvCRASHED", retry_num=1)  # Slack's late retry
+    await h2.settle()
+    await h2.stop()
+    assert status == 200 and h2.channel.texts() == ["Sorry for the wait, Ada!"]
+
+
+async def test_a_desk_only_worker_leaves_unfinished_events_to_the_web_process(fake, slack_env):
+    import sqlite3
+    from pathlib import Path
+
+    from adapters.slack import attach_desk
+
+    h1 = await Harness(fake, slack_env).start()
+    await h1.customer("human please")
+    thread = h1.card()["ts"]
+    await h1.stop()
+    event = fake.user_message("Sorry for the wait, Ada!", thread_ts=thread)
+    path = Path(slack_env["TIERBOT_DATA_DIR"]) / "slack_events.sqlite3"
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("INSERT INTO seen_events VALUES ('EvPENDING', strftime('%s','now') - 60, ?, 'pending')",
+                   (json.dumps(event),))
+
+    bot = SupportBot.from_env(slack_env)  # a `tierbot poll` worker: posts to Slack, serves no events
+    channel = RecordingChannel()
+    bot.services["channels"] = Channels()
+    bot.services["channels"].register(channel)
+    desk = attach_desk(bot)
+    await desk.start()
+    await asyncio.sleep(0.2)
+    await desk.aclose()
+    await bot.aclose()
+    assert channel.sent == []
+    assert db.execute("SELECT state FROM seen_events WHERE event_id = 'EvPENDING'").fetchone() == ("pending",)
+    db.close()
