@@ -6,6 +6,7 @@ real HTTP, fake servers speaking each provider's wire format.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -92,9 +93,9 @@ async def test_failing_primary_fails_over_with_reason_and_breaker_state(fp, tmp_
     model_state = breakers.state(primary, MODELS[primary])
     host_state = breakers.state(primary)
     if fault == "rate_limited":
-        assert first.retry_after == 2.0
-        assert model_state == "paused"  # a rate signal: wait what was asked, no outage
-        assert second.attempts[0].outcome == "skipped:rate_limited"
+        assert first.retry_after == 2.0  # too long to wait out within this deadline: next provider
+        assert model_state == "closed"  # one 429 is a rate signal about one request, not an outage
+        assert second.attempts[0].outcome == "rate_limited"
     elif fault == "auth":
         assert host_state == "disabled"
         assert second.attempts[0].outcome == "skipped:disabled_auth"
@@ -102,9 +103,9 @@ async def test_failing_primary_fails_over_with_reason_and_breaker_state(fp, tmp_
         # One failure is not an outage: the breakers stay closed and the primary is tried again.
         assert model_state == "closed" and host_state == "closed"
         assert second.attempts[0].outcome == expected
-    if fault in ("rate_limited", "auth"):
+    if fault == "auth":
         assert second_elapsed < 0.2  # skipped at once, nothing sent
-        assert len(fp.servers[primary].requests) == (0 if make is None else 1)
+        assert len(fp.servers[primary].requests) == 1
     assert second.provider == chain[1]
 
 
@@ -200,3 +201,35 @@ async def test_slow_primary_cannot_take_the_whole_deadline(fp, tmp_path):
     assert reply.provider == "gemini"
     assert reply.attempts[0].outcome == "timeout"
     assert 450 <= reply.attempts[0].latency_ms <= 600
+
+
+@pytest.mark.parametrize("primary", ORDER)
+async def test_short_retry_after_is_waited_out_on_the_same_model(fp, tmp_path, primary):
+    chain = chain_with(primary)
+    fp.servers[primary].script(F.rate_limited(retry_after=0.2))
+    fp.servers[primary].default = F.ok("after the wait")
+    async with make_bot(llm_env(fp, tmp_path, chain=",".join(chain))) as bot:
+        reply, elapsed = await timed(bot, ev())
+    assert reply.provider == primary and reply.text == "after the wait"
+    assert [a.outcome for a in reply.attempts] == ["rate_limited", "ok"]
+    assert 0.2 <= elapsed < 0.5
+    assert not fp.servers[chain[1]].requests  # traffic stayed on the primary
+
+
+@pytest.mark.parametrize("primary", ORDER)
+async def test_quota_gone_pauses_the_model_for_what_was_asked(fp, tmp_path, primary):
+    chain = chain_with(primary)
+    fp.servers[primary].default = F.rate_limited(retry_after=0.1)
+    async with make_bot(llm_env(fp, tmp_path, chain=",".join(chain))) as bot:
+        first, _ = await timed(bot, ev())
+        # 429, wait, 429, wait, 429: three in a row, the quota is gone.
+        assert [a.outcome for a in first.attempts] == ["rate_limited"] * 3 + ["ok"]
+        assert bot.services["breakers"].state(primary, MODELS[primary]) == "paused"
+        sent = len(fp.servers[primary].requests)
+        second, elapsed = await timed(bot, ev(conv="c2"))
+        assert second.attempts[0].outcome == "skipped:rate_limited" and second.provider == chain[1]
+        assert len(fp.servers[primary].requests) == sent and elapsed < 0.1
+        await asyncio.sleep(0.15)  # the pause is exactly what was asked
+        fp.servers[primary].default = F.ok()
+        third, _ = await timed(bot, ev(conv="c3"))
+    assert third.provider == primary

@@ -4,9 +4,9 @@ Why two levels: a model can be overloaded while its siblings answer, but a refus
 connection or a black hole is the whole host — once known dead, none of its models
 should cost the customer a timeout.
 
-Rules (FIELD_NOTES): a 429 is a *rate signal*, not an outage — the model is paused for
-exactly what the provider asked (Retry-After / reset headers), without counting toward
-opening. Health failures (5xx, overload, timeout, connection, malformed, empty, cut)
+Rules (FIELD_NOTES): a 429 is a *rate signal*, not an outage — it never counts toward
+opening; only several 429s in a row pause the model, for exactly what the provider
+asked (Retry-After / reset headers). Health failures (5xx, overload, timeout, connection, malformed, empty, cut)
 count; after `threshold` in a row the breaker opens for a cooldown (at least what the
 provider asked), doubling on each failed probe up to `max_cooldown`. When the cooldown
 ends exactly ONE request probes (half-open); the others keep skipping until it
@@ -35,6 +35,7 @@ class Breaker:
     max_cooldown: float = 300.0
     clock: Callable[[], float] = time.monotonic
     failures: int = 0
+    rate_streak: int = 0
     open_until: float = 0.0
     paused_until: float = 0.0
     current_cooldown: float = 0.0
@@ -83,7 +84,7 @@ class Breaker:
             self.probing = False
 
     def success(self) -> None:
-        self.failures = 0
+        self.failures = self.rate_streak = 0
         self.opened = self.probing = False
         self.current_cooldown = 0.0
         self.last_reason = None
@@ -92,8 +93,12 @@ class Breaker:
         now = self.clock()
         self.last_reason = outcome
         if outcome == E.RATE_LIMITED:
-            # A rate signal: wait what was asked (or a short default), never an outage.
-            self.paused_until = max(self.paused_until, now + min(retry_after or 1.0, MAX_PAUSE_S))
+            # A rate signal, never an outage. One 429 concerns one request (the chain waits
+            # its Retry-After or moves on); only `threshold` in a row mean the quota is really
+            # gone, and then everyone waits what was asked (or a short default).
+            self.rate_streak += 1
+            if self.rate_streak >= self.threshold:
+                self.paused_until = max(self.paused_until, now + min(retry_after or 1.0, MAX_PAUSE_S))
             if was_probe:
                 self.probing = False
                 self.open_until = max(self.open_until, self.paused_until)

@@ -8,6 +8,9 @@ Environment (wins over the config file):
   TIERBOT_<P>_VISION_MODELS   models of provider P that accept images ("*" = all, "none")
   TIERBOT_ROUTE_<NAME>        a named chain, e.g. TIERBOT_ROUTE_STAFF=claude,gemini:gemini-2.5-pro
   TIERBOT_ATTEMPT_TIMEOUT_S   cap on one attempt (default 6); the deadline caps it further
+  TIERBOT_RATE_WAIT_MAX_S     a 429 whose Retry-After is at most this (default 2) is waited out
+                              on the same model (TIERBOT_RATE_RETRIES times, default 2) when it
+                              fits in the deadline; longer or absent Retry-After: next step
   TIERBOT_MAX_TOKENS, TIERBOT_FILTER_FALLTHROUGH, TIERBOT_HEDGING, TIERBOT_HEDGE_BUDGET,
   TIERBOT_BREAKER_THRESHOLD, TIERBOT_BREAKER_COOLDOWN_S, TIERBOT_LLM_POOL
 Config file: an [llm] table with the same settings in lower case (chain = [...],
@@ -82,6 +85,8 @@ class LLMSettings:
     min_attempt_s: float = 0.15     # no attempt is started with less time than this
     max_tokens: int = 512
     filter_fallthrough: bool = True
+    rate_wait_max_s: float = 2.0    # a 429 asking to wait at most this long is waited out, same model
+    rate_retries: int = 2           # ... at most this many times per model per reply
     hedging: bool = False
     hedge_budget: float = 0.05
     hedge_min_samples: int = 20
@@ -178,6 +183,8 @@ class LLMSettings:
             attempt_timeout_s=num("TIERBOT_ATTEMPT_TIMEOUT_S", "attempt_timeout_s", 6.0, 0.05),
             max_tokens=int(num("TIERBOT_MAX_TOKENS", "max_tokens", 512, 1)),
             filter_fallthrough=flag("TIERBOT_FILTER_FALLTHROUGH", "filter_fallthrough", True),
+            rate_wait_max_s=num("TIERBOT_RATE_WAIT_MAX_S", "rate_wait_max_s", 2.0, 0.0),
+            rate_retries=int(num("TIERBOT_RATE_RETRIES", "rate_retries", 2, 0)),
             hedging=flag("TIERBOT_HEDGING", "hedging", False),
             hedge_budget=budget,
             breaker_threshold=int(num("TIERBOT_BREAKER_THRESHOLD", "breaker_threshold", 3, 1)),

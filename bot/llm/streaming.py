@@ -22,7 +22,7 @@ from typing import Any
 from ..models import Event, Reply
 from ..turn import TurnContext
 from . import errors as E
-from .chain import ChainTier, Outcome
+from .chain import ChainTier, Outcome, cancelled
 from .providers.base import Completion
 
 __all__ = ["stream_reply"]
@@ -35,6 +35,7 @@ async def stream_reply(chain: ChainTier, event: Event, turn: TurnContext) -> Asy
     cut: list[str] = []            # steps whose stream broke after producing text
     candidates = chain.candidates(event, turn)
     pending: Outcome | None = None
+    rate_tries: dict = {}
     for step, budget in candidates:
         chain._log_failure(pending, next_=step.provider)
         pending = None
@@ -73,7 +74,7 @@ async def stream_reply(chain: ChainTier, event: Event, turn: TurnContext) -> Asy
         except (asyncio.CancelledError, GeneratorExit):
             host.release(probes[0])
             model.release(probes[1])
-            chain.record(turn, Outcome(step, None, E.ProviderError("cancelled"), time.perf_counter() - t0))
+            chain.record(turn, Outcome(step, None, cancelled(req), time.perf_counter() - t0))
             raise
         except Exception as e:
             error = E.ProviderError(E.MALFORMED, type(e).__name__)
@@ -99,6 +100,14 @@ async def stream_reply(chain: ChainTier, event: Event, turn: TurnContext) -> Asy
         pending = outcome
         if produced:
             cut.append(str(step))
+        elif (wait := chain.rate_wait(outcome, turn, rate_tries.get(step, 0))) is not None:
+            # Nothing shown yet and a short Retry-After: wait it out, same model.
+            chain._log_failure(outcome, next_=f"{step.provider} after {wait:g}s")
+            pending = None
+            rate_tries[step] = rate_tries.get(step, 0) + 1
+            await asyncio.sleep(wait)
+            candidates.retry(step)
+            continue
         if error.outcome == E.CONTENT_FILTERED and not chain.settings.filter_fallthrough:
             break
         candidates.failed(outcome)
