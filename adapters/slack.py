@@ -76,7 +76,6 @@ from .slack_blocks import (
     handoff_card,
     thread_note,
     to_plain,
-    unescape,
 )
 from .slack_commands import StaffCommands, TodayCounter
 from .slack_dedupe import SeenEvents
@@ -459,18 +458,18 @@ class SlackAdapter:
         if handoff is None:
             await self.tell(channel, user, "That handoff no longer exists.")
         elif not changed:
-            await self.tell(channel, user, f"Nothing to do: handoff #{handoff.id} is already {handoff.state.replace('_', ' ')}.",
+            state = handoff.state.replace("_", " ")
+            await self.tell(channel, user, f"Nothing to do: handoff #{handoff.id} is already {state}.",
                             handoff.thread_ts)
 
     async def _answer_staff(self, event: dict[str, Any]) -> None:
         """A staff member asked the bot something: answer in the thread, saying who answered and the cost."""
-        me = (await self.identity()).get("user_id", "")
-        text = unescape((event.get("text") or "").replace(f"<@{me}>", "")).strip() if me else unescape(event.get("text") or "").strip()
+        text = to_plain(event.get("text") or "")  # the bot's own @mention drops out
         channel = event.get("channel", "")
         thread = event.get("thread_ts") or event.get("ts")
         if not text:
-            await self.post(channel, "Ask me anything a customer might ask, e.g. `@tierbot what is the refund policy?`",
-                            thread_ts=thread)
+            await self.post(channel, "Ask me anything a customer might ask, "
+                            "e.g. `@tierbot what is the refund policy?`", thread_ts=thread)
             return
         reply = await self.bot.handle(Event(
             platform="slack", conversation_id=f"slack:{channel}:{thread}", user_id=event.get("user", ""),

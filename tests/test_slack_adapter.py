@@ -14,7 +14,7 @@ from adapters.slack import SlackSettings, install
 from bot import Event, Reply, SupportBot
 from bot.channels import Channels
 from bot.config import Config, ConfigError
-from fakes.slack_api import BOT_ID, BOT_USER_ID, SIGNING_SECRET, STAFF_CHANNEL, TOKEN, FakeSlack
+from fakes.slack_api import BOT_ID, SIGNING_SECRET, STAFF_CHANNEL, TOKEN, FakeSlack
 
 
 class RecordingChannel:
@@ -371,8 +371,6 @@ async def test_not_configured_means_no_route(base_env):
     assert "staff_desk" not in bot.services
     await bot.aclose()
 
-
-_ = BOT_USER_ID
 
 
 async def test_slash_report_is_acked_then_posted_from_the_ledger(h, fake):
