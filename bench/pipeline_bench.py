@@ -11,7 +11,8 @@ own core. Scenarios:
     breaker opens, vs a healthy single-provider baseline;
  3. the naive pattern (each provider in turn on any exception, fixed 0.5 s sleep
     between tries, no breaker, SDK default retries, 2 s timeout) on the same scenarios;
- 4. hedging: a primary with a 3 % slow tail, hedging off vs on.
+ 4. hedging: a primary with a 3 % slow tail, hedging off vs on;
+ 5. 30 % random 429s (Retry-After 0.1 s) on the primary: how much traffic stays there.
 Bounded: about two minutes; everything stops by itself.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import itertools
 import logging
 import os
+import random
 import statistics
 import sys
 import time
@@ -263,6 +265,28 @@ async def main(quick: bool) -> None:
                                     note=f"extra requests: {extra_req} ({100 * extra_req / (hm + 50):.1f} %)"))
                 await b.aclose()
             results["hedging"] = hedge
+
+            # 5. 30 % random 429s on the primary (Retry-After 0.1 s) -------------------------
+            rl: list[Result] = []
+            m = 150 if quick else 300
+            rnd = random.Random(7)
+            storm = [Behaviour("rate_limited", retry_after=0.1) if rnd.random() < 0.3 else Behaviour()
+                     for _ in range(m * 3)]
+            for label in ("tierbot chain", "naive"):
+                await fakes.reset()
+                await fakes.script("groq", *storm)
+                if label == "naive":
+                    nv2 = Naive(env, system)
+                    lat = await sequential(lambda i: nv2.ask(TEXT), m)
+                    await nv2.aclose()
+                else:
+                    b = make_bot(env, TIERBOT_CHAIN="groq,gemini,claude")
+                    lat = await sequential(lambda i: b.handle(event(i)), m)
+                    await b.aclose()
+                moved = await fakes.count("gemini") + await fakes.count("claude")
+                rl.append(Result(f"{label}, 30 % random 429 on groq", lat,
+                                 note=f"{100 * (m - moved) / m:.1f} % answered by groq"))
+            results["rate limits"] = rl
     finally:
         proc.stdin.close()
         proc.wait(timeout=10)

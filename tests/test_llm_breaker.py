@@ -23,15 +23,35 @@ def board(clock: Clock, **kw) -> BreakerBoard:
     return BreakerBoard(threshold=3, cooldown=10.0, max_cooldown=60.0, clock=clock, **kw)
 
 
-def test_rate_limit_pauses_for_retry_after_and_never_opens():
+def test_long_retry_after_pauses_the_model_for_exactly_that_and_never_opens():
     clock = Clock()
     b = board(clock).get("groq", "m")
     for _ in range(10):
-        b.failure("rate_limited", retry_after=2.0)
+        b.failure("rate_limited", retry_after=5.0)
     assert b.state == "paused" and b.available() == "rate_limited"
     assert not b.opened  # ten 429s are not an outage
-    clock.t += 2.01
+    clock.t += 5.01
     assert b.state == "closed" and b.available() is None
+
+
+def test_short_retry_after_concerns_one_request_only():
+    clock = Clock()
+    b = board(clock).get("groq", "m")
+    for _ in range(10):
+        b.failure("rate_limited", retry_after=0.5)  # the chain waits this out per request
+    assert b.available() is None
+
+
+def test_429s_in_a_row_without_a_hint_pause_briefly():
+    clock = Clock()
+    b = board(clock).get("groq", "m")
+    b.failure("rate_limited")
+    b.failure("rate_limited")
+    assert b.available() is None
+    b.failure("rate_limited")
+    assert b.available() == "rate_limited"
+    clock.t += 1.01
+    assert b.available() is None
 
 
 def test_reset_headers_longer_than_the_cap_are_not_trusted():

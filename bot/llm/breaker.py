@@ -5,8 +5,9 @@ connection or a black hole is the whole host — once known dead, none of its mo
 should cost the customer a timeout.
 
 Rules (FIELD_NOTES): a 429 is a *rate signal*, not an outage — it never counts toward
-opening; only several 429s in a row pause the model, for exactly what the provider
-asked (Retry-After / reset headers). Health failures (5xx, overload, timeout, connection, malformed, empty, cut)
+opening. A short Retry-After is waited out by the request that got it, others carry
+on; a long one (or several 429s in a row without one) pauses the model for exactly
+what the provider asked (Retry-After / reset headers). Health failures (5xx, overload, timeout, connection, malformed, empty, cut)
 count; after `threshold` in a row the breaker opens for a cooldown (at least what the
 provider asked), doubling on each failed probe up to `max_cooldown`. When the cooldown
 ends exactly ONE request probes (half-open); the others keep skipping until it
@@ -34,6 +35,7 @@ class Breaker:
     cooldown: float = 10.0
     max_cooldown: float = 300.0
     clock: Callable[[], float] = time.monotonic
+    short_rate_wait: float = 2.0  # Retry-After up to this is per request, not a pause
     failures: int = 0
     rate_streak: int = 0
     open_until: float = 0.0
@@ -93,12 +95,18 @@ class Breaker:
         now = self.clock()
         self.last_reason = outcome
         if outcome == E.RATE_LIMITED:
-            # A rate signal, never an outage. One 429 concerns one request (the chain waits
-            # its Retry-After or moves on); only `threshold` in a row mean the quota is really
-            # gone, and then everyone waits what was asked (or a short default).
+            # A rate signal, never an outage. A short Retry-After concerns one request (the
+            # chain waits it out, same model); a long one pauses the model for everyone.
             self.rate_streak += 1
-            if self.rate_streak >= self.threshold:
-                self.paused_until = max(self.paused_until, now + min(retry_after or 1.0, MAX_PAUSE_S))
+            if retry_after is not None and retry_after > self.short_rate_wait:
+                pause = retry_after  # "come back in 30 s": nobody should ask before then
+            elif retry_after is None and self.rate_streak >= self.threshold:
+                pause = 1.0  # 429s in a row with no hint: a short breather
+            else:
+                pause = 0.0  # a short Retry-After is waited out by the one request that got it
+            if pause:
+                self.paused_until = max(self.paused_until, now + min(pause, MAX_PAUSE_S))
+                self.rate_streak = 0
             if was_probe:
                 self.probing = False
                 self.open_until = max(self.open_until, self.paused_until)
@@ -141,8 +149,9 @@ class BreakerBoard:
     and `tierbot check`."""
 
     def __init__(self, *, threshold: int = 3, cooldown: float = 10.0, max_cooldown: float = 300.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 short_rate_wait: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.threshold, self.cooldown, self.max_cooldown, self.clock = threshold, cooldown, max_cooldown, clock
+        self.short_rate_wait = short_rate_wait
         self._breakers: dict[tuple[str, str], Breaker] = {}
         self._listeners: list[Callable[[Breaker, str], None]] = []
 
@@ -156,7 +165,8 @@ class BreakerBoard:
         key = (provider, model)
         b = self._breakers.get(key)
         if b is None:
-            b = Breaker(provider, model, self.threshold, self.cooldown, self.max_cooldown, self.clock)
+            b = Breaker(provider, model, self.threshold, self.cooldown, self.max_cooldown, self.clock,
+                        self.short_rate_wait)
             b._on_open.extend(self._listeners)
             self._breakers[key] = b
         return b
