@@ -189,7 +189,9 @@ class HandoffStore:
                             " ORDER BY id DESC LIMIT 1", (platform, conversation_id)).fetchone()
             if row is None or row["state"] != "resolved" or row["rating"] is not None:
                 return None
-            c.execute("UPDATE handoffs SET rating = ?, rated_at = ? WHERE id = ?", (rating, now, row["id"]))
+            if c.execute("UPDATE handoffs SET rating = ?, rated_at = ? WHERE id = ? AND rating IS NULL",
+                         (rating, now, row["id"])).rowcount != 1:
+                return None  # another process recorded a rating in between
             return _row(c.execute("SELECT * FROM handoffs WHERE id = ?", (row["id"],)).fetchone())
 
         return await self._run(q)
