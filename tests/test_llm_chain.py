@@ -112,6 +112,22 @@ async def test_named_route_picks_its_own_chain(fp, tmp_path):
     assert staff.provider == "claude" and customer.provider == "groq"
 
 
+async def test_safety_refusal_falls_through_by_default_or_stops_when_set(fp, tmp_path):
+    fp.groq.default = F.safety()
+    async with make_bot(llm_env(fp, tmp_path)) as bot:
+        reply = await bot.handle(ev("something edgy"))
+    assert reply.provider == "gemini"
+    assert reply.attempts[0].outcome == "content_filtered"
+
+    fp.reset_state()
+    fp.groq.default = F.safety()
+    async with make_bot(llm_env(fp, tmp_path, TIERBOT_FILTER_FALLTHROUGH="false")) as bot:
+        reply = await bot.handle(ev("something edgy"))
+    assert reply.tier == "template"
+    assert [a.outcome for a in reply.attempts] == ["content_filtered"]
+    assert not fp.gemini.requests
+
+
 class SkipGroq:
     def skip_reason(self, provider: str, model: str) -> str | None:
         return "budget_cap" if provider == "groq" else None

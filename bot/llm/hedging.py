@@ -3,7 +3,8 @@ latency, start the next healthy one in parallel and keep the first good answer.
 
 Both parts are small on purpose: a latency window per provider/model, and a budget
 that caps extra requests at a fraction of traffic (default 5 %), so a slow provider
-cannot double the bill.
+cannot double the bill. Hedging applies to `answer()`; streamed replies are not hedged
+(two live streams cannot both be shown to the customer append-only).
 """
 from __future__ import annotations
 
