@@ -335,7 +335,7 @@ class SlackAdapter:
             return handoff
         if history is None:
             history = await self.bot.history.recent(handoff.conversation_id, HISTORY_TURNS)
-        text, blocks = handoff_card(handoff, history[-HISTORY_TURNS:])
+        text, blocks = handoff_card(handoff, history[-HISTORY_TURNS:], off_hours=self._off_hours(handoff))
         channel, ts = await self._post(channel=self.settings.staff_channel, text=text, blocks=blocks)
         await service.store.set_thread(handoff.id, channel, ts)  # type: ignore[union-attr]
         log.info(kv(event="slack_handoff_posted", handoff=handoff.id, channel=channel, ts=ts))
@@ -345,9 +345,15 @@ class SlackAdapter:
         handoff = await self._ensure_thread(handoff_id, None)
         if not (handoff and handoff.thread_ts and handoff.channel):
             return
-        text, blocks = handoff_card(handoff, await self._card_history(handoff))
+        text, blocks = handoff_card(handoff, await self._card_history(handoff), off_hours=self._off_hours(handoff))
         await self.client.chat_update(channel=handoff.channel, ts=handoff.thread_ts, text=text, blocks=blocks)
         await self.post(handoff.channel, thread_note(handoff), thread_ts=handoff.thread_ts)
+
+    def _off_hours(self, handoff: Handoff) -> str | None:
+        hours = self.handoffs.hours if self.handoffs else None
+        if hours is None or hours.is_open(handoff.opened_at):
+            return None
+        return hours.describe_next(handoff.opened_at)
 
     async def _card_history(self, handoff: Handoff) -> list[Turn]:
         """The card keeps the history up to the handoff (what staff first saw)."""

@@ -69,8 +69,10 @@ def status_text(h: Handoff) -> str:
     return f":white_check_mark: Resolved{who}; the bot answers again.{rating}"
 
 
-def handoff_card(h: Handoff, history: Sequence[Turn]) -> tuple[str, list[dict[str, Any]]]:
-    """The staff-channel message for a handoff: who, why, recent history, Take/Resolve."""
+def handoff_card(h: Handoff, history: Sequence[Turn], *,
+                 off_hours: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """The staff-channel message for a handoff: who, why, recent history, Take/Resolve.
+    `off_hours`: when opened outside staff hours, when the customer was told staff answer."""
     who = escape(h.customer)
     title = f"Handoff #{h.id}: {who} on {escape(h.platform.capitalize())}"
     reason = REASONS.get(h.reason, escape(h.reason or "handoff"))
@@ -87,6 +89,9 @@ def handoff_card(h: Handoff, history: Sequence[Turn]) -> tuple[str, list[dict[st
                                                             "text": "*Recent messages*\n" + recent}},
         {"type": "context", "block_id": "status", "elements": [{"type": "mrkdwn", "text": status_text(h)}]},
     ]
+    if off_hours and h.is_open:
+        blocks[-1]["elements"].append({"type": "mrkdwn", "text": (
+            f":crescent_moon: Opened outside staff hours; the customer was told a person answers {off_hours}.")})
     buttons = []
     if h.state == "handed_off":
         buttons.append({"type": "button", "action_id": TAKE_ACTION, "value": str(h.id), "style": "primary",

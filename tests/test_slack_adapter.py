@@ -495,3 +495,17 @@ async def test_a_desk_only_worker_leaves_unfinished_events_to_the_web_process(fa
     assert channel.sent == []
     assert db.execute("SELECT state FROM seen_events WHERE event_id = 'EvPENDING'").fetchone() == ("pending",)
     db.close()
+
+
+async def test_card_says_when_a_handoff_came_in_outside_staff_hours(fake, slack_env):
+    import datetime as dt
+
+    env = {**slack_env, "TIERBOT_STAFF_HOURS": "mon-fri 09:00-17:00", "TIERBOT_STAFF_TZ": "UTC"}
+    h = await Harness(fake, env).start()
+    friday_evening = dt.datetime(2026, 11, 27, 20, 0, tzinfo=dt.timezone.utc).timestamp()
+    h.bot.services["handoffs"].clock = lambda: friday_evening
+    reply = await h.customer("human please")
+    card = block_text(h.card())
+    await h.stop()
+    assert "outside staff hours" in card and "Monday at 09:00 (UTC)" in card
+    assert "Monday at 09:00 (UTC)" in reply.text  # and the customer was told the same
