@@ -73,6 +73,14 @@ class World:
     def thread_texts(self) -> list[str]:
         return [m["text"] for m in self.slack.thread(STAFF_CHANNEL, self.card()["ts"])]
 
+    async def staff_read_thread(self) -> list[str]:
+        """What a staff member's Slack client shows: conversations.replies, through slack_sdk."""
+        from slack_sdk.web.async_client import AsyncWebClient
+
+        client = AsyncWebClient(token=TOKEN, base_url=self.slack.base_url)
+        result = await client.conversations_replies(channel=STAFF_CHANNEL, ts=self.card()["ts"])
+        return [m["text"] for m in result["messages"][1:]]
+
     async def quiet(self) -> None:
         await asyncio.sleep(0.3)  # long enough for a wrongly sent message to show up
 
@@ -137,8 +145,11 @@ async def test_customer_on_telegram_staff_in_slack(tg, slack, tmp_path, restart_
     texts = tg.texts(42)
     assert not any("courier lost it" in t for t in texts)
     assert texts.count("Hi Ann, Bob here. Let me look at order 1234.") == 1
-    assert sum("It was a blue jacket." in t for t in w.thread_texts()) == 1
-    assert any("Resolved by <@U0BOB>" in t for t in w.thread_texts())
+    thread = await w.staff_read_thread()
+    assert thread[0] == "Hi Ann, Bob here. Let me look at order 1234."
+    assert set(thread[1:3]) == {"note: courier lost it, refund", ":raising_hand: Taken by <@U0BOB>."}
+    assert sum("It was a blue jacket." in t for t in thread) == 1
+    assert any("Resolved by <@U0BOB>" in t for t in thread)
     handoff = await w.bot.services["handoffs"].store.get(1)
     assert (handoff.state, handoff.rating, handoff.taken_by) == ("resolved", 5, "U0BOB")
     kinds = await w.bot.services["ledger"].read(
