@@ -153,3 +153,19 @@ def test_report_time_must_be_hh_mm():
     for bad in ("7am", "25:00", "12"):
         with pytest.raises(ConfigError, match="TIERBOT_REPORT_TIME"):
             parse_report_time(bad)
+
+
+async def test_started_scheduler_also_carries_the_budget_alerts(tmp_path):
+    from bot.budget import BudgetGate
+
+    config = Config({"TIERBOT_DATA_DIR": str(tmp_path)})
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    budget = BudgetGate({"groq": 1.0}, ZoneInfo("UTC"), ledger=ledger)
+    posts = Posts()
+    s = ReportScheduler(ReportService(ledger, config, budget=budget), posts, report_time=dt.time(8), tz=TZ)
+    s.start()
+    try:
+        assert budget.post is posts
+    finally:
+        await s.aclose()
+        await ledger.aclose()

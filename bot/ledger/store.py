@@ -40,6 +40,7 @@ BATCH_MAX = 2000  # ops per commit: bounds one transaction's size under a burst
 # trip for the GIL) per few hundred messages under load instead of one per message.
 # It is also the most a write waits before it is committed.
 LINGER_S = 0.005
+READERS = 2
 
 _INSERT_MESSAGE = """INSERT INTO messages (ts, platform, conversation_id, user_id, tier, provider,
     model, fallback, input_tokens, output_tokens, cost_usd, latency_ms, question, meta,
@@ -101,7 +102,7 @@ class LedgerListener:
 
 
 class Ledger:
-    """Durable record of what the bot did. Construct with `Ledger.open(path)`."""
+    """Durable record of what the bot did: `Ledger(path)` or `Ledger.from_config(config)`."""
 
     def __init__(self, path: Path, *, tz: ZoneInfo | None = None,
                  clock: Callable[[], float] = time.time, batch_max: int = BATCH_MAX,
@@ -121,8 +122,10 @@ class Ledger:
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="ledger-writer", daemon=True)
         self._writer.start()
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-reader")
-        self._rconn: sqlite3.Connection | None = None
+        # Two readers: a report reads the day and the earlier days at once, on two cores.
+        self._reader = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="ledger-reader")
+        self._local = threading.local()
+        self._rconns: list[sqlite3.Connection] = []
         # Conversations with turns queued but not yet committed: only their first read
         # must go through the writer thread; every other read uses the reader.
         self._pending_turns: dict[str, int] = {}
@@ -130,8 +133,6 @@ class Ledger:
         from .history import LedgerHistory
 
         self.history = LedgerHistory(self)
-
-    open = classmethod(lambda cls, path, **kw: cls(Path(path), **kw))
 
     @classmethod
     def from_config(cls, config: Any) -> "Ledger":
@@ -226,13 +227,15 @@ class Ledger:
         return await loop.run_in_executor(self._reader, self._read_sync, fn)
 
     def _read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._rconn is None:
-            self._rconn = connect(self.path, readonly=True)
-        self._rconn.execute("BEGIN")  # one snapshot for the whole read
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.path, readonly=True)
+            self._rconns.append(conn)
+        conn.execute("BEGIN")  # one snapshot for the whole read
         try:
-            return fn(self._rconn)
+            return fn(conn)
         finally:
-            self._rconn.execute("COMMIT")
+            conn.execute("COMMIT")
 
     def read_now(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Blocking read on a fresh connection: for start-up only (e.g. seeding budgets)."""
@@ -394,10 +397,9 @@ class Ledger:
         self._closed = True
         self._queue.put(_STOP)
         await asyncio.to_thread(self._writer.join)
-        loop = asyncio.get_running_loop()
-        if self._rconn is not None:
-            await loop.run_in_executor(self._reader, self._rconn.close)
-        self._reader.shutdown(wait=True)
+        await asyncio.to_thread(self._reader.shutdown, wait=True)
+        for conn in self._rconns:  # no reads are running any more
+            conn.close()
 
     def close_sync(self) -> None:
         """For callers without a loop (CLI teardown after asyncio.run)."""

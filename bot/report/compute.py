@@ -21,7 +21,8 @@ from zoneinfo import ZoneInfo
 from ..ledger.days import day_bounds
 from ..secrets import redact
 
-__all__ = ["ReportInputs", "compute_report", "nearest_rank", "CHART_DAYS", "TOP_N"]
+__all__ = ["ReportInputs", "compute_report", "compute_day", "past_days", "merge", "headline", "nearest_rank",
+           "CHART_DAYS", "TOP_N"]
 
 CHART_DAYS = 14
 # Template answers that are not answers to a question (so not FAQ candidates).
@@ -101,9 +102,16 @@ def _delta(now: float, then: float | None) -> float | None:
     return (now - then) / then
 
 
-def comparison(conn: sqlite3.Connection, day: dt.date, tz: ZoneInfo, today: dict[str, Any]) -> list[dict]:
-    prev = headline(conn, *day_bounds(day - dt.timedelta(days=1), tz))
-    week = [headline(conn, *day_bounds(day - dt.timedelta(days=i), tz)) for i in range(1, AVG_DAYS + 1)]
+def past_days(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, Any]:
+    """The part of the report about earlier days (comparison and chart): independent of
+    the day's own figures, so it can run on a second connection at the same time."""
+    week = [headline(conn, *day_bounds(inputs.day - dt.timedelta(days=i), inputs.tz))
+            for i in range(1, AVG_DAYS + 1)]
+    return {"week": week, "chart": chart_data(conn, inputs.day, inputs.tz)}
+
+
+def comparison(week: list[dict[str, Any]], today: dict[str, Any]) -> list[dict]:
+    prev = week[0]
     active = [h for h in week if h["messages"]]  # days before the bot existed don't drag the mean down
     rows = []
     for key, label, kind in COMPARED:
@@ -208,6 +216,16 @@ def chart_data(conn: sqlite3.Connection, day: dt.date, tz: ZoneInfo) -> dict[str
 
 
 def compute_report(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, Any]:
+    """The whole report from one connection (see `compute_day` + `past_days` to split it)."""
+    return merge(compute_day(conn, inputs), past_days(conn, inputs))
+
+
+def merge(day: dict[str, Any], past: dict[str, Any]) -> dict[str, Any]:
+    return {**day, "compare": comparison(past["week"], day["totals"]), "chart": past["chart"]}
+
+
+def compute_day(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, Any]:
+    """Everything about the report's own day."""
     start, end = day_bounds(inputs.day, inputs.tz)
     span = (start, end)
 
@@ -316,6 +334,4 @@ def compute_report(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, 
         "budget": {"caps": budget, "alerts": alerts},
         "unanswered": unanswered,
         "faq_top": faq_top,
-        "compare": comparison(conn, inputs.day, inputs.tz, totals),
-        "chart": chart_data(conn, inputs.day, inputs.tz),
     }

@@ -6,6 +6,7 @@ TIERBOT_TEMPLATES_DIR/report/. The HTML template is rendered with autoescaping o
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,9 @@ def mrkdwn(text: str) -> str:
 FILTERS = {"mrkdwn": mrkdwn, "usd": usd, "pct": pct, "delta": delta, "ms": ms, "duration": duration, "metric": metric}
 
 
+@functools.lru_cache(maxsize=8)
 def report_renderer(operator_dir: Path | None, *, html: bool) -> Renderer:
+    """One environment per template folder (Jinja caches compiled templates in it)."""
     renderer = Renderer(operator_dir, autoescape=html)
     renderer.env.filters.update(FILTERS)
     return renderer

@@ -125,6 +125,10 @@ class ReportScheduler:
             await self.sleep(max(1.0, delay))
 
     def start(self) -> asyncio.Task:
+        """Run in the background. Budget alerts go to the same channel as the report."""
+        budget = getattr(self.reports, "budget", None)
+        if budget is not None and getattr(budget, "post", None) is None:
+            budget.set_alert_poster(self.post)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self.run(), name="report-scheduler")
         return self._task

@@ -2,6 +2,7 @@
 it knows where the ledger, the caps, the prices and the operator's templates are."""
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from ..budget import load_caps
 from ..config import Config
 from ..ledger.store import Ledger
-from .compute import ReportInputs, compute_report
+from .compute import ReportInputs, compute_day, merge, past_days
 from .render import render_report, slack_message
 
 __all__ = ["ReportService"]
@@ -25,6 +26,7 @@ class ReportService:
         self.tz = config.tz
         # The services dict is read at build time: the LLM plugin adds "prices" after us.
         self.services = services if services is not None else {}
+        self.budget = budget
         self.caps = dict(budget.caps) if budget is not None else load_caps(config)
 
     def today(self) -> dt.date:
@@ -61,7 +63,11 @@ class ReportService:
 
     async def build(self, day: dt.date | None = None) -> dict[str, Any]:
         inputs = self.inputs(day or self.today())
-        return await self.ledger.read(lambda conn: compute_report(conn, inputs))
+        await self.ledger.flush()
+        # The day itself and the earlier days (comparison, chart) on two reader threads at once.
+        today, past = await asyncio.gather(self.ledger.read(lambda c: compute_day(c, inputs), fresh=False),
+                                           self.ledger.read(lambda c: past_days(c, inputs), fresh=False))
+        return merge(today, past)
 
     async def render(self, day: dt.date | None = None, fmt: str = "text") -> str:
         report = await self.build(day)
