@@ -509,3 +509,13 @@ async def test_card_says_when_a_handoff_came_in_outside_staff_hours(fake, slack_
     await h.stop()
     assert "outside staff hours" in card and "Monday at 09:00 (UTC)" in card
     assert "Monday at 09:00 (UTC)" in reply.text  # and the customer was told the same
+
+
+async def test_a_long_rate_limit_delays_posts_for_staff_but_never_drops_them(h, fake):
+    # More 429s in a row than slack_sdk retries: the outbox takes over and keeps the post.
+    fake.fail_next("chat.postMessage", "ratelimited", retry_after=0, times=5)
+    await h.customer("human please")
+    await h.settle()
+    statuses = [c.status for c in fake.calls if c.method == "chat.postMessage"]
+    assert statuses[:5] == [429] * 5 and statuses[5:] == [200]
+    assert "human please" in block_text(h.card())
