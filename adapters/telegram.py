@@ -36,6 +36,7 @@ from bot.rendering import Renderer
 from .durable import DurableStore
 from .inbox import Inbox
 from .outbox import Call, Outbox, Permanent, RetryLater, Transient
+from .telegram_http import AiohttpRequest
 from .textsplit import split_text
 
 __all__ = ["TelegramAdapter", "TelegramSettings", "BadUpdate", "PLATFORM"]
@@ -140,7 +141,8 @@ class TelegramAdapter:
         base_url, file_url = settings.urls()
         self.application = (Application.builder().token(settings.token).base_url(base_url)
                             .base_file_url(file_url).updater(None)
-                            .connection_pool_size(max(16, settings.concurrency)).pool_timeout(10.0)
+                            .request(AiohttpRequest(connection_pool_size=max(16, settings.concurrency)))
+                            .get_updates_request(AiohttpRequest(connection_pool_size=1))
                             .build())
         self.inbox = Inbox(store, lease_s=settings.lease_s)
         self.outbox = Outbox(store, lease_s=settings.lease_s)

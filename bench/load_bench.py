@@ -1,0 +1,273 @@
+"""Web server under load: Telegram updates through POST /telegram/webhook.
+
+Method
+- `tierbot serve` runs in its own process with the whole plugin set (ledger, FAQ cache,
+  LLM chain, handoff, metrics, rate limit), pointed at local fakes in this process:
+  the fake Telegram Bot API (tests/fakes/telegram_api.py) and fake Groq/Gemini/Claude
+  (tests/fakes/llm_servers.py) whose Groq answers after `--llm-latency` (0.3 s).
+- An open-loop generator POSTs real-format Update JSON at a fixed rate (each update
+  from its own private chat, so the per-customer rate limit never triggers and every
+  update must produce exactly one sendMessage). Open loop: a slow server does not slow
+  the generator down, so queueing shows up as latency, as it would in production.
+- Measured: webhook errors (non-200 or connection errors), exactly-once (each chat got
+  exactly one sendMessage; none missing, none doubled), latency from the webhook POST
+  to the fake Telegram receiving sendMessage (p50/p99), the server's peak RSS (VmHWM),
+  and CPU seconds of both processes (the fakes and generator share this process, so a
+  saturated generator would be visible rather than blamed on the server).
+- Each server process is warmed up first (100 updates at 25/s, not measured).
+- Ramps: short steps at higher rates until a step fails (errors > 0.1 %,
+  missing/doubled replies, or p99 > 5 s), to find where it breaks.
+
+Bounded: the main run is `--seconds` (60) long, each ramp step `--step-seconds` (15),
+each followed by at most `--settle` (20) seconds for the backlog to drain.
+
+    python bench/load_bench.py              # full run (~3-4 minutes)
+    python bench/load_bench.py --quick      # 5 s at 50/s, no ramp: a smoke test
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from fakes.llm_servers import FakeProviders, ok  # noqa: E402
+from fakes.telegram_api import FakeTelegram, text_update  # noqa: E402
+
+SECRET = "bench-webhook-secret-0123456789"
+# Questions are made unique (random words) so neither the FAQ cache nor the learned
+# cache can answer them: in "llm" mode every update must go through the LLM chain.
+WORDS = ("linen wool zipper lining sleeve collar hem seam button pocket strap buckle sole heel lace "
+         "velvet denim cotton silk cashmere fleece hood cuff waist ankle knee shoulder stitch dye "
+         "pattern stripe check floral plain pleat ruffle fringe sequin embroidery patch logo").split()
+
+
+def question(i: int) -> str:
+    rnd = random.Random(i)
+    return f"Would the {' '.join(rnd.sample(WORDS, 4))} go well with {' '.join(rnd.sample(WORDS, 3))}?"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_status(pid: int, field: str) -> int:
+    """A /proc/<pid>/status field in kB (VmHWM: peak RSS, VmRSS: current)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def proc_cpu_s(pid: int) -> float:
+    parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, max(0, int(round(p / 100 * len(values) + 0.5)) - 1))]
+
+
+async def wait_http(url: str, timeout: float = 30) -> None:
+    end = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < end:
+            try:
+                async with http.get(url) as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"server did not come up at {url}")
+
+
+async def run_step(tg: FakeTelegram, base: str, rate: float, seconds: float, first_id: int,
+                   settle: float) -> dict:
+    """POST `rate` updates/s for `seconds`; wait up to `settle` s for the answers."""
+    n = int(rate * seconds)
+    posted: dict[int, float] = {}  # chat id -> when the POST started
+    errors: list[str] = []
+    connector = aiohttp.TCPConnector(limit=400)
+    timeout = aiohttp.ClientTimeout(total=30)
+    calls_before = len(tg.calls)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        async def post(i: int) -> None:
+            chat = 10_000_000 + first_id + i
+            update = text_update(first_id + i, question(first_id + i), chat_id=chat)
+            posted[chat] = time.monotonic()
+            try:
+                async with http.post(base + "/telegram/webhook", data=json.dumps(update),
+                                     headers={"X-Telegram-Bot-Api-Secret-Token": SECRET,
+                                              "Content-Type": "application/json"}) as r:
+                    await r.read()
+                    if r.status != 200:
+                        errors.append(f"http {r.status}")
+            except Exception as e:  # connection refused/reset, timeout
+                errors.append(type(e).__name__)
+
+        start = time.monotonic()
+        tasks = []
+        for i in range(n):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(post(i)))
+        await asyncio.gather(*tasks)
+        send_done = time.monotonic()
+
+    def answered() -> dict[int, list[float]]:
+        got: dict[int, list[float]] = {}
+        for c in tg.calls[calls_before:]:
+            if c.method == "sendMessage" and c.status == 200:
+                chat = int(c.params["chat_id"])
+                if chat in posted:
+                    got.setdefault(chat, []).append(c.at)
+        return got
+
+    end = time.monotonic() + settle
+    while time.monotonic() < end and len(answered()) < len(posted):
+        await asyncio.sleep(0.25)
+    await asyncio.sleep(0.5)  # any duplicate would show up now
+    got = answered()
+    latencies = [times[0] - posted[chat] for chat, times in got.items()]
+    return {
+        "rate": rate, "seconds": seconds, "updates": n,
+        "offered_rate": round(n / (send_done - start), 1) if send_done > start else rate,
+        "errors": len(errors), "error_kinds": sorted(set(errors))[:5],
+        "answered": len(got), "missing": len(posted) - len(got),
+        "doubled": sum(1 for t in got.values() if len(t) > 1),
+        "p50_ms": round(pct(latencies, 50) * 1000, 1), "p99_ms": round(pct(latencies, 99) * 1000, 1),
+        "max_ms": round(max(latencies) * 1000, 1) if latencies else float("nan"),
+    }
+
+
+def failed(step: dict) -> bool:
+    return (step["errors"] > 0.001 * step["updates"] or step["missing"] > 0 or step["doubled"] > 0
+            or step["p99_ms"] > 5000)
+
+
+async def start_server(tg: FakeTelegram, fp: FakeProviders, *, llm: bool):
+    port = free_port()
+    data_dir = tempfile.mkdtemp(prefix="tierbot-load-")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    if llm:
+        env.update(fp.env())
+    env.update({"TELEGRAM_BOT_TOKEN": tg.token, "TELEGRAM_API_BASE_URL": tg.base_url,
+                "TELEGRAM_WEBHOOK_SECRET": SECRET, "TIERBOT_DATA_DIR": data_dir, "PORT": str(port),
+                "TIERBOT_LOG_LEVEL": "ERROR"})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", env=env, cwd=data_dir,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    await wait_http(base + "/healthz")
+    # Warm-up, not measured: the first messages pay one-off costs (lazy model and client
+    # set-up, connection pools), several seconds in all.
+    await run_step(tg, base, 25, 4, 900_000_000 + port * 1000, 15)
+    return proc, base
+
+
+async def stop_server(proc) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), 60)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+    return proc.returncode
+
+
+async def measured(proc, tg, base, rate, seconds, first_id, settle) -> dict:
+    cpu_s, cpu_b, t1 = proc_cpu_s(proc.pid), time.process_time(), time.monotonic()
+    step = await run_step(tg, base, rate, seconds, first_id, settle)
+    wall = time.monotonic() - t1
+    step["server_cpu_ms_per_update"] = round((proc_cpu_s(proc.pid) - cpu_s) / max(1, step["updates"]) * 1000, 1)
+    step["server_cpu_share"] = round((proc_cpu_s(proc.pid) - cpu_s) / wall, 2)
+    step["bench_cpu_share"] = round((time.process_time() - cpu_b) / wall, 2)
+    step["peak_rss_mb"] = round(proc_status(proc.pid, "VmHWM") / 1024, 1)
+    step["failed"] = failed(step)
+    return step
+
+
+async def ramp(tg, fp, rates, args, *, llm: bool) -> list[dict]:
+    proc, base = await start_server(tg, fp, llm=llm)
+    steps, first_id = [], 1
+    try:
+        for rate in rates:
+            step = await measured(proc, tg, base, rate, args.step_seconds, first_id, args.settle)
+            step["mode"] = "llm" if llm else "templates"
+            first_id += 10_000_000
+            steps.append(step)
+            print(json.dumps(step), flush=True)
+            if step["failed"]:
+                break
+    finally:
+        await stop_server(proc)
+    return steps
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rate", type=float, default=200)
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--main-settle", type=float, default=90, help="max seconds to wait for the main run's backlog")
+    ap.add_argument("--llm-latency", type=float, default=0.3)
+    ap.add_argument("--ramp", default="25,50,75,100,150,200,300,400",
+                    help="comma list of rates for the ramps ('' = none)")
+    ap.add_argument("--step-seconds", type=float, default=10)
+    ap.add_argument("--settle", type=float, default=15)
+    ap.add_argument("--quick", action="store_true", help="5 s at 50/s, ramp 25,50 of 3 s: a smoke test")
+    ap.add_argument("--json", default=None, help="also write the results to this file")
+    args = ap.parse_args()
+    if args.quick:
+        args.rate, args.seconds, args.ramp, args.step_seconds, args.main_settle = 50, 5, "25,50", 3, 30
+    rates = [float(r) for r in args.ramp.split(",") if r.strip()]
+
+    results: dict = {"config": vars(args)}
+    async with FakeTelegram() as tg, FakeProviders() as fp:
+        fp.groq.default = ok("Thanks for asking! Here is what I found for you.", latency=args.llm_latency)
+        # 1. Ramps: where does it stop keeping up? With the LLM chain, and with templates only
+        #    (no provider keys), which isolates the server + Telegram + durability cost.
+        if rates:
+            results["ramp_templates"] = await ramp(tg, fp, rates, args, llm=False)
+            results["ramp_llm"] = await ramp(tg, fp, rates, args, llm=True)
+        # 2. The main run: --rate for --seconds through the LLM chain.
+        proc, base = await start_server(tg, fp, llm=True)
+        try:
+            rss_idle = proc_status(proc.pid, "VmRSS")
+            main_step = await measured(proc, tg, base, args.rate, args.seconds, 500_000_000, args.main_settle)
+            main_step["idle_rss_mb"] = round(rss_idle / 1024, 1)
+            main_step["mode"] = "llm"
+            results["main"] = main_step
+            print(json.dumps(main_step), flush=True)
+        finally:
+            results["server_exit_code"] = await stop_server(proc)
+        results["bench_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print(json.dumps({k: v for k, v in results.items() if k not in ("main", "ramp_llm", "ramp_templates")}),
+          flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
