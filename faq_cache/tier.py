@@ -72,7 +72,7 @@ class FaqTier:
         self.store.count_hit(kind, entry)
         turn.record(Attempt(provider="cache", model=kind, outcome="ok", latency_ms=latency_ms, cost_usd=0.0))
         log.debug(kv(tier="cache", kind=kind, entry=entry, score=round(score, 3)))
-        return Reply(text=text, tier="cache", provider="cache", model=kind,
+        return Reply(text=text, tier="cache",
                      meta={"faq_entry": entry, "score": round(float(score), 4), "kind": kind, **extra})
 
     def explain(self, text: str) -> dict:

@@ -179,3 +179,28 @@ async def test_an_operator_threshold_overrides_the_shipped_one(base_env):
         assert store.matcher().threshold == 2.5
     finally:
         await bot.aclose()
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from faq_cache.greetings import PHRASES, detect_greeting  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=80))
+def test_normalisation_is_idempotent(text):
+    once = normalize(text)
+    assert normalize(once) == once
+    assert once == once.strip() and "  " not in once
+
+
+_GREETING_PHRASES = sorted({p for ps in PHRASES.values() for p in ps})
+_QUESTION_WORDS = ["order", "refund", "where", "pedido", "commande", "bestellung", "encomenda", "заказ", "card",
+                   "password", "delivery", "why", "help"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(_GREETING_PHRASES), st.sampled_from(_QUESTION_WORDS), st.sampled_from([", ", " ", "! ", "... "]))
+def test_any_greeting_with_a_real_word_after_it_is_a_question(greeting, word, sep):
+    assert detect_greeting(greeting) is not None
+    assert detect_greeting(f"{greeting}{sep}{word}?") is None
