@@ -33,6 +33,6 @@ def setup_logging(level: str | None = None) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
         root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "telegram", "slack_bolt", "slack_sdk", "aiohttp.access"):
+    for noisy in ("httpx", "httpx2", "httpcore", "telegram", "slack_bolt", "slack_sdk", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     install_log_redaction(root)
