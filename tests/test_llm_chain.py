@@ -269,3 +269,38 @@ async def test_full_bot_from_env_answers_through_the_chain(fp, tmp_path):
         reply = await bot.handle(ev("Write a two-line poem about penguins and lighthouses."))
         assert "breakers" in bot.services and "prices" in bot.services
     assert reply.tier == "llm" and reply.provider == "groq"
+
+
+async def test_sdk_retries_are_off_the_chain_is_the_only_retry_loop(fp, tmp_path):
+    fp.groq.default = F.server_error()
+    fp.claude.default = F.overloaded()
+    async with make_bot(llm_env(fp, tmp_path, chain="groq,claude,gemini")) as bot:
+        reply = await bot.handle(ev())
+    assert reply.provider == "gemini"
+    assert len(fp.groq.requests) == 1 and len(fp.claude.requests) == 1  # SDK defaults would send 3 each
+
+
+async def test_gemini_key_travels_in_the_header_never_in_the_url(fp, tmp_path):
+    async with make_bot(llm_env(fp, tmp_path, chain="gemini")) as bot:
+        await bot.handle(ev())
+    req = fp.gemini.requests[0]
+    assert req.headers["x-goog-api-key"] == F.KEYS["gemini"]
+    assert F.KEYS["gemini"] not in req.path and "key=" not in req.path
+    assert req.path == f"/v1beta/models/{MODELS['gemini']}:generateContent"
+
+
+@pytest.mark.parametrize("chain", ["groq", "claude", "gemini"])
+async def test_connections_are_reused_at_50_in_flight(fp, tmp_path, chain):
+    """The SDK's default pool keeps 20 connections; ours is sized for the concurrency, so
+    a second wave of 50 messages reuses the first wave's connections."""
+    import asyncio
+
+    for s in fp.servers.values():
+        s.default = F.ok(latency=0.05)  # keep all 50 in flight at once
+    async with make_bot(llm_env(fp, tmp_path, chain=chain, deadline=10, attempt=8)) as bot:
+        for wave in range(2):
+            replies = await asyncio.gather(*[bot.handle(ev(conv=f"w{wave}-{i}")) for i in range(50)])
+            assert all(r.provider == chain for r in replies)
+    peers = {r.peer for r in fp.servers[chain].requests}
+    assert len(fp.servers[chain].requests) == 100
+    assert len(peers) <= 50

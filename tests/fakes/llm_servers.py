@@ -119,6 +119,7 @@ class Recorded:
     headers: dict[str, str]
     body: Any
     at: float = field(default_factory=time.monotonic)
+    peer: str = ""  # client address:port, to tell connections apart (keep-alive reuse)
 
 
 def dead_url() -> str:
@@ -207,7 +208,9 @@ class FakeServer:
             body = await request.json()
         except ValueError:
             body = None
-        self.requests.append(Recorded(request.path_qs, model, stream, dict(request.headers), body))
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.requests.append(Recorded(request.path_qs, model, stream, dict(request.headers), body,
+                                      peer=f"{peer[0]}:{peer[1]}" if peer else ""))
         if not self._authorised(request):
             return self.error(401)
         b = self._next(model)
