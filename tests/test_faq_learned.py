@@ -182,3 +182,20 @@ def test_bad_settings_are_named(base_env):
                         ("TIERBOT_LEARNED_CACHE_MAX", "0"), ("TIERBOT_FAQ_THRESHOLD", "-1")):
         with pytest.raises(ConfigError, match=name):
             SupportBot.from_env(dict(base_env, **{name: value}))
+
+
+async def test_settings_from_the_config_file_and_env_precedence(base_env, tmp_path):
+    cfg = tmp_path / "tierbot.toml"
+    cfg.write_text("[faq]\nlearned_cache = false\nlearned_ttl_s = 120\n", encoding="utf-8")
+    bot = SupportBot.from_env(dict(base_env, TIERBOT_CONFIG=str(cfg)))
+    try:
+        assert not bot.services["faq_learned"].enabled
+        assert bot.services["faq_learned"].ttl_s == 120
+    finally:
+        await bot.aclose()
+    bot = SupportBot.from_env(dict(base_env, TIERBOT_CONFIG=str(cfg), TIERBOT_LEARNED_CACHE="on"))
+    try:
+        assert bot.services["faq_learned"].enabled  # the environment wins over the file
+        assert any(isinstance(listener, LearnedCacheListener) for listener in bot.listeners)
+    finally:
+        await bot.aclose()
