@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from telegram import Bot, CallbackQuery, InlineKeyboardMarkup, Message, MessageEntity, ReplyParameters, Update
-from telegram.error import BadRequest, ChatMigrated, Forbidden, RetryAfter, TelegramError
+from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import Application
 
 from bot.channels import Button, Channels
@@ -153,6 +153,7 @@ class TelegramAdapter:
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._chats = _ChatLocks()
         self._background: list[asyncio.Task[None]] = []
+        self._ready = asyncio.Event()
         self._started = False
         channels = bot.services.get("channels")
         if not isinstance(channels, Channels):
@@ -170,11 +171,42 @@ class TelegramAdapter:
 
     # -- lifecycle --------------------------------------------------------------------
     async def start(self, *, recover: bool = True) -> None:
-        """Connect (getMe), start sending, and answer anything recorded but unanswered."""
-        await self.application.initialize()
-        self.outbox.start()
+        """Connect (getMe), start sending, and answer anything recorded but unanswered.
+
+        If Telegram cannot be reached yet, updates are still accepted and recorded (the
+        server must not refuse to start, Slack may be served by it too); answering waits
+        until a background retry connects. A rejected token is a configuration error."""
         self._started = True
         self.accepting = True
+        try:
+            await self._connect()
+        except InvalidToken:
+            raise ConfigError("TELEGRAM_BOT_TOKEN was rejected by the Telegram Bot API") from None
+        except TelegramError as e:
+            log.warning(kv(telegram="connect_failed", error=type(e).__name__, retrying=True))
+            self._background.append(asyncio.create_task(self._connect_loop(recover), name="telegram-connect"))
+            return
+        self._on_connected(recover)
+
+    async def _connect(self) -> None:
+        await self.application.initialize()
+
+    async def _connect_loop(self, recover: bool) -> None:
+        delay = 1.0
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self._connect()
+            except TelegramError as e:
+                delay = min(60.0, delay * 2)
+                log.warning(kv(telegram="connect_failed", error=type(e).__name__, retry_in=delay))
+                continue
+            self._on_connected(recover)
+            return
+
+    def _on_connected(self, recover: bool) -> None:
+        self.outbox.start()
+        self._ready.set()
         if recover:
             self._background.append(asyncio.create_task(self._recover_loop(), name="telegram-recover"))
         log.info(kv(telegram="started", bot=self.tg.username))
@@ -197,8 +229,9 @@ class TelegramAdapter:
                 await asyncio.gather(*pending, return_exceptions=True)
                 await self.inbox.release(keys)  # answered first thing after the restart
         if self._started:
-            await self.outbox.stop(flush_timeout=min(5.0, timeout) if flush_timeout is None else flush_timeout)
-            await self.application.shutdown()
+            if self._ready.is_set():
+                await self.outbox.stop(flush_timeout=min(5.0, timeout) if flush_timeout is None else flush_timeout)
+                await self.application.shutdown()
             self._started = False
 
     async def set_webhook(self) -> None:
@@ -272,6 +305,7 @@ class TelegramAdapter:
             await asyncio.sleep(interval)
 
     async def _process(self, key: str, body: str) -> None:
+        await self._ready.wait()  # connected to Telegram (getMe done)
         async with self._slots:
             try:
                 update = Update.de_json(json.loads(body), self.tg)

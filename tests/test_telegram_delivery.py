@@ -154,3 +154,28 @@ async def test_two_processes_sharing_the_outbox_send_each_row_once(tg, tmp_path)
         await tg.wait_for(lambda f: len(f.texts()) >= 20, timeout=10)
         await asyncio.sleep(1.5)
     assert sorted(tg.texts()) == sorted(f"note {i}" for i in range(20))
+
+
+async def test_server_starts_while_telegram_is_unreachable_and_answers_once_connected(tg, tmp_path):
+    tg.fail_next("getMe", 502)  # Telegram is down when the server starts
+    config = make_config(tg.base_url, tmp_path / "data")
+    async with running(make_bot(config, EchoTier()), config) as (client, _):
+        assert (await post_update(client, text_update(1, "anyone?"))).status == 200  # recorded anyway
+        await tg.wait_for(lambda f: f.texts(), timeout=5)
+    assert [c.status for c in tg.calls if c.method == "getMe"][:2] == [502, 200]
+    assert tg.texts() == ["echo: anyone?"]
+
+
+async def test_rejected_token_is_a_configuration_error(tg, tmp_path):
+    from adapters.telegram import TelegramAdapter
+    from bot.config import ConfigError
+
+    config = make_config(tg.base_url, tmp_path / "data", TELEGRAM_BOT_TOKEN="999:not-the-right-token")
+    store = DurableStore.in_dir(tmp_path / "data")
+    adapter = TelegramAdapter.from_config(make_bot(config, EchoTier()), config, store)
+    try:
+        with pytest.raises(ConfigError, match="TELEGRAM_BOT_TOKEN"):
+            await adapter.start()
+    finally:
+        await adapter.stop(timeout=0.1)
+        store.close()
