@@ -234,3 +234,33 @@ async def test_long_retry_after_pauses_the_model_for_what_was_asked(fp, tmp_path
         fp.servers[primary].default = F.ok()
         third, _ = await timed(bot, ev(conv="c3"))
     assert third.provider == primary
+
+
+async def test_storm_of_random_faults_every_message_answered_within_deadline(fp, tmp_path):
+    """30 messages in flight while every provider misbehaves at random (seeded): each one
+    gets a non-empty reply within the deadline, and every attempt carries a known reason."""
+    import random
+
+    rnd = random.Random(1234)
+    kinds = [F.ok, F.server_error, F.overloaded, F.black_hole, F.reset, F.malformed, F.empty,
+             lambda: F.rate_limited(retry_after=0.05), lambda: F.ok(latency=0.3)]
+    for server in fp.servers.values():
+        server.script(*[rnd.choice(kinds)() for _ in range(200)])
+        server.default = F.black_hole()
+    deadline = 1.0
+    known = {"ok", "rate_limited", "overloaded", "server_error", "timeout", "connection", "malformed",
+             "empty", "skipped:rate_limited", "skipped:breaker_open", "skipped:breaker_probing",
+             "skipped:deadline", "skipped:host_failed_this_turn",
+             # on a loaded machine the pipeline's own guard may cut the tier at the deadline:
+             "cancelled", "deadline"}
+    async with make_bot(llm_env(fp, tmp_path, deadline=deadline, attempt=0.35)) as bot:
+        results = await asyncio.gather(*[timed(bot, ev(f"question {i}", conv=f"s{i}")) for i in range(30)])
+    for reply, elapsed in results:
+        assert elapsed < deadline + 0.1
+        assert reply.text.strip()
+        assert reply.tier in ("llm", "template")
+        assert {a.outcome for a in reply.attempts} <= known, reply.attempts
+        if reply.tier == "llm":
+            assert reply.attempts[-1].outcome == "ok" and reply.attempts[-1].provider == reply.provider
+    tiers = [r.tier for r, _ in results]
+    assert "llm" in tiers and any(r.fallback for r, _ in results)  # the storm did exercise failover
