@@ -42,16 +42,14 @@ def test_short_retry_after_concerns_one_request_only():
     assert b.available() is None
 
 
-def test_429s_in_a_row_without_a_hint_pause_briefly():
+def test_429s_without_a_hint_never_pause_the_model():
+    # Concurrent requests' instant 429s arrive before their siblings' slower successes:
+    # counting them "in a row" paused healthy providers under 30 % random 429s.
     clock = Clock()
     b = board(clock).get("groq", "m")
-    b.failure("rate_limited")
-    b.failure("rate_limited")
-    assert b.available() is None
-    b.failure("rate_limited")
-    assert b.available() == "rate_limited"
-    clock.t += 1.01
-    assert b.available() is None
+    for _ in range(10):
+        b.failure("rate_limited")
+    assert b.available() is None and b.state == "closed"
 
 
 def test_reset_headers_longer_than_the_cap_are_not_trusted():
