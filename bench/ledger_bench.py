@@ -51,7 +51,8 @@ QUESTIONS = ["where is my order", "I want a refund", "what are your opening hour
 
 
 # -- part 1 -----------------------------------------------------------------------------
-async def drive(bot: SupportBot, n: int, conversations: int, concurrency: int, tag: str) -> float:
+async def drive(bot: SupportBot, n: int, conversations: int, concurrency: int, tag: str) -> tuple[float, float]:
+    """(messages/s, CPU µs of this process per message — all threads, fake servers included)."""
     events = [Event("telegram", f"{tag}-c{i % conversations}", f"u{i % conversations}",
                     QUESTIONS[i % len(QUESTIONS)]) for i in range(n)]
     sem = asyncio.Semaphore(concurrency)
@@ -65,12 +66,12 @@ async def drive(bot: SupportBot, n: int, conversations: int, concurrency: int, t
             async with sem:
                 await bot.handle(e)
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     await asyncio.gather(*(conversation(evs) for evs in by_conv.values()))
     ledger = bot.services.get("ledger")
     if ledger is not None:
         await ledger.flush()  # count the writes as done only when committed
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0), (time.process_time() - c0) / n * 1e6
 
 
 async def loop_cost(n: int = 20_000) -> float:
@@ -107,7 +108,7 @@ async def throughput(rounds: int, n: int, conversations: int, concurrency: int) 
     results: dict[str, dict[str, list]] = {}
     async with F.FakeProviders() as fp:
         for pipeline in ("templates only", "LLM chain (fake Groq over HTTP)"):
-            res = results.setdefault(pipeline, {"without": [], "with": []})
+            res = results.setdefault(pipeline, {"without": [], "with": [], "cpu_without": [], "cpu_with": []})
             for r in range(rounds):
                 for with_ledger in (False, True) if r % 2 == 0 else (True, False):
                     tmp = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
@@ -120,8 +121,10 @@ async def throughput(rounds: int, n: int, conversations: int, concurrency: int) 
                         bot = build_bot(Config(env), plugins=plugins)
                     async with bot:
                         await drive(bot, min(200, n), conversations, concurrency, f"warm{r}")
-                        rate = await drive(bot, n, conversations, concurrency, f"r{r}")
+                        count = n if pipeline == "templates only" else max(300, n // 3)
+                        rate, cpu = await drive(bot, count, conversations, concurrency, f"r{r}")
                     res["with" if with_ledger else "without"].append(rate)
+                    res["cpu_with" if with_ledger else "cpu_without"].append(cpu)
                     fp.groq.requests.clear()
     return results
 
@@ -215,16 +218,19 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller runs (a smoke test of the script)")
     args = ap.parse_args()
-    n, rounds, records = (600, 2, 100_000) if args.quick else (3000, 4, 1_000_000)
+    n, rounds, records = (600, 2, 100_000) if args.quick else (3000, 6, 1_000_000)
     print(f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}")
 
-    print(f"\n## Part 1: messages/s through SupportBot.handle, {n} messages, 300 conversations, "
-          f"50 concurrent, {rounds} alternating rounds (median)")
-    res = await throughput(rounds, n, 300, 50)
-    print(f"{'pipeline':34s} {'without ledger':>15s} {'with ledger':>12s} {'ratio':>7s} {'ledger cost/msg':>16s}")
+    print(f"\n## Part 1: messages/s through SupportBot.handle, {n} messages ({max(300, n // 3)} through "
+          "the LLM chain), 300 conversations, "
+          f"20 concurrent, {rounds} alternating rounds (median)")
+    res = await throughput(rounds, n, 300, 20)
+    print(f"{'pipeline':34s} {'msg/s without':>14s} {'with ledger':>12s} {'ratio':>6s}   "
+          f"{'CPU/msg without':>15s} {'with ledger':>12s} {'ratio':>6s}")
     for pipeline, r in res.items():
         a, b = statistics.median(r["without"]), statistics.median(r["with"])
-        print(f"{pipeline:34s} {a:15.0f} {b:12.0f} {b / a:7.2f} {(1 / b - 1 / a) * 1e6:13.0f} us")
+        ca, cb = statistics.median(r["cpu_without"]), statistics.median(r["cpu_with"])
+        print(f"{pipeline:34s} {a:14.0f} {b:12.0f} {b / a:6.2f}   {ca:12.0f} us {cb:9.0f} us {cb / ca:6.2f}")
         print(f"{'':34s} rounds without: {[round(x) for x in r['without']]}  with: {[round(x) for x in r['with']]}")
     print(f"loop-thread cost of recording one message (record_reply + 2 turns, no commit wait): "
           f"{await loop_cost():.1f} us")

@@ -1,7 +1,7 @@
 """The daily report's figures, computed with SQL over the ledger.
 
-Everything here runs on the ledger's reader thread against one read snapshot, and
-returns plain data (dicts, lists, numbers, strings) that every output format renders
+Everything here runs on the ledger's reader threads (the day itself and the earlier
+days on two connections at once), in a few scans of the day's rows, and returns plain data (dicts, lists, numbers, strings) that every output format renders
 from. Costs come from the attempts (what each provider was actually paid, failed
 attempts included); an attempt whose price is unknown is counted as unknown, never
 as $0.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import sqlite3
 import statistics
 from collections import Counter
@@ -21,7 +20,7 @@ from zoneinfo import ZoneInfo
 from ..ledger.days import day_bounds
 from ..secrets import redact
 
-__all__ = ["ReportInputs", "compute_report", "compute_day", "past_days", "merge", "headline", "nearest_rank",
+__all__ = ["ReportInputs", "compute_report", "compute_day", "past_days", "merge", "headline",
            "CHART_DAYS", "TOP_N"]
 
 CHART_DAYS = 14
@@ -44,15 +43,6 @@ class ReportInputs:
     # ledger has no priced answers by the chain's first provider).
     price_fallback: Callable[[str], float | None] | None = None
     first_provider: str | None = None  # configured; else inferred from the ledger
-    now: float | None = None
-
-
-def nearest_rank(sorted_values: list[float], pct: float) -> float | None:
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_values:
-        return None
-    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
 
 
 def _marks(values: tuple) -> str:
