@@ -30,6 +30,8 @@ __all__ = ["BudgetGate", "Caps", "load_caps", "OVERALL"]
 log = logging.getLogger("tierbot.budget")
 
 OVERALL = "overall"  # the scope name of the all-providers cap
+# Other server processes sharing the ledger spend too: re-read today's spend this often.
+REFRESH_S = 30.0
 Post = Callable[[list[dict[str, Any]], str], Awaitable[Any]]
 
 
@@ -81,6 +83,7 @@ class BudgetGate:
         self._day: dt.date = dt.date.min
         self._day_end = 0.0
         self._tasks: set[asyncio.Task] = set()
+        self._refreshed = clock()
         self._roll()
 
     @classmethod
@@ -149,6 +152,27 @@ class BudgetGate:
     # -- spend tracking ---------------------------------------------------------------------
     async def on_reply(self, event: Event, reply: Reply, turn: TurnContext) -> None:
         self.add_spend((a.provider, a.cost_usd) for a in reply.attempts)
+        if self.ledger is not None and self.caps and self.clock() - self._refreshed >= REFRESH_S:
+            self._refreshed = self.clock()
+            self._spawn(self.refresh())
+
+    async def refresh(self) -> None:
+        """Take in what other processes sharing the ledger spent today (never lowers a total)."""
+        from .ledger.days import day_bounds
+
+        day = self.day
+        start, end = day_bounds(day, self.tz)
+        try:
+            # fresh: our own queued replies are in it, so the ledger total is never below ours
+            spend = await self.ledger.read(lambda c: self.ledger.spend_query(c, start, end))
+        except Exception:
+            log.exception("reading today's spend from the ledger failed")
+            return
+        if self.day != day:
+            return
+        raised = [(p, v - self.spent.get(p, 0.0)) for p, v in spend.items() if v > self.spent.get(p, 0.0)]
+        if raised:
+            self.add_spend(raised)
 
     def add_spend(self, costs) -> None:
         """Advance today's totals; unknown prices (None) cannot be counted and are skipped."""

@@ -161,3 +161,26 @@ def test_caps_from_env_and_config(tmp_path):
     env = {"TIERBOT_DAILY_BUDGET_USD": "12.5",
            "TIERBOT_CONFIG": write_config(tmp_path, "[budget.providers]\nclaude = 2\ngroq = 0.5\n")}
     assert load_caps(Config.from_env(env, dotenv=False)) == {OVERALL: 12.5, "claude": 2.0, "groq": 0.5}
+
+
+async def test_spend_by_another_process_sharing_the_ledger_is_taken_in(tmp_path):
+    now = [dt.datetime(2026, 11, 24, 12, 0, tzinfo=ZoneInfo("Europe/Berlin")).timestamp()]
+    gate, ledger = unit_gate(tmp_path, {"groq": 1.0}, now)
+    posts = Posts()
+    gate.set_alert_poster(posts)
+    try:
+        # Another worker process answered with Groq and wrote to the same ledger.
+        other = Ledger(tmp_path / "l.sqlite3", clock=lambda: now[0])
+        other.record_reply(ev(2), reply_from("groq", 0.9))
+        await other.aclose()
+        mine = reply_from("groq", 0.2)  # this process: $0.20, recorded like the ledger listener does
+        ledger.record_reply(ev(1), mine)
+        await gate.on_reply(ev(1), mine, None)
+        assert gate.skip_reason("groq", "m") is None  # not re-read yet
+        now[0] += 31
+        await gate.on_reply(ev(1), reply_from("gemini", 0.01), None)
+        await gate.aclose()  # waits for the re-read
+        assert gate.spent["groq"] == pytest.approx(1.1)
+        assert gate.skip_reason("groq", "m") == "budget" and len(posts.calls) == 1
+    finally:
+        await ledger.aclose()
