@@ -7,9 +7,10 @@ should cost the customer a timeout.
 Rules (FIELD_NOTES): a 429 is a *rate signal*, not an outage — it never counts toward
 opening. A short Retry-After is waited out by the request that got it, others carry
 on; a long one pauses the model for exactly what the provider asked (Retry-After /
-reset headers); one without any hint just moves that request on. Health failures (5xx, overload, timeout, connection, malformed, empty, cut)
-count; after `threshold` in a row the breaker opens for a cooldown (at least what the
-provider asked), doubling on each failed probe up to `max_cooldown`. When the cooldown
+reset headers); one without any hint just moves that request on. Health failures
+(5xx, overload, timeout, connection, malformed, empty, cut) count; after `threshold` in
+a row the breaker opens for a cooldown (at least what the provider asked), doubling on
+each failed probe up to `max_cooldown`. When the cooldown
 ends exactly ONE request probes (half-open); the others keep skipping until it
 succeeds, so a dead provider is not hit by the whole waiting wave again.
 """
