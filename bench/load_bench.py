@@ -165,6 +165,34 @@ async def run_step(tg: FakeTelegram, base: str, rate: float, seconds: float, fir
 MAIN_FIRST_ID = 500_000_000
 
 
+async def transport_compare(tg: FakeTelegram, calls: int, concurrency: int = 50) -> dict:
+    """CPU per Bot API call through python-telegram-bot with its default transport (httpx)
+    and with ours (adapters/telegram_http.py, aiohttp), side by side against the same fake."""
+    from telegram import Bot
+    from telegram.request import HTTPXRequest
+
+    from adapters.telegram_http import AiohttpRequest
+
+    out = {}
+    for name, request in (("httpx (PTB default)", HTTPXRequest(connection_pool_size=concurrency)),
+                          ("aiohttp (adapters/telegram_http.py)", AiohttpRequest(connection_pool_size=concurrency))):
+        bot = Bot(tg.token, base_url=f"{tg.base_url}/bot", request=request)
+        await bot.initialize()
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> None:
+            async with sem:
+                await bot.send_message(chat_id=7_000_000 + i, text=f"transport check {i}")
+
+        await asyncio.gather(*(one(i) for i in range(100)))  # warm-up
+        cpu, t = time.process_time(), time.monotonic()
+        await asyncio.gather(*(one(i) for i in range(calls)))
+        out[name] = {"calls": calls, "cpu_ms_per_call": round((time.process_time() - cpu) / calls * 1000, 3),
+                     "calls_per_s": round(calls / (time.monotonic() - t))}
+        await bot.shutdown()
+    return out
+
+
 def account(data_dir: Path, first_id: int, step: dict) -> dict:
     """Where each update of the main run is, read from the server's own inbox/outbox."""
     from adapters.durable import DurableStore
@@ -270,6 +298,10 @@ async def main() -> int:
     results: dict = {"config": vars(args)}
     async with FakeTelegram() as tg, FakeProviders() as fp:
         fp.groq.default = ok("Thanks for asking! Here is what I found for you.", latency=args.llm_latency)
+        # 0. The Telegram transport alone (this process's CPU includes the fake's share,
+        #    the same for both, so the difference is the client side).
+        results["transport"] = await transport_compare(tg, 500 if args.quick else 3000)
+        print(json.dumps(results["transport"]), flush=True)
         # 1. Ramps: where does it stop keeping up? With the LLM chain, and with templates only
         #    (no provider keys), which isolates the server + Telegram + durability cost.
         if rates:
@@ -292,7 +324,7 @@ async def main() -> int:
         print(json.dumps(results["main_accounting"]), flush=True)
         results["bench_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps({k: v for k, v in results.items()
-                      if k not in ("main", "ramp_llm", "ramp_templates", "main_accounting")}),
+                      if k not in ("main", "ramp_llm", "ramp_templates", "main_accounting", "transport")}),
           flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
