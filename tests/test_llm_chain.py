@@ -104,6 +104,20 @@ async def test_image_skips_a_provider_without_vision_models(fp, tmp_path):
     assert parts[1]["inlineData"]["mimeType"] == "image/jpeg"
 
 
+@pytest.mark.parametrize("chain", ["groq", "claude", "gemini"])
+async def test_image_url_carrying_a_secret_never_reaches_a_provider(fp, tmp_path, chain):
+    token = "123456:AAF-telegram-bot-token-secret"
+    image = Attachment(kind="image", mime_type="image/jpeg",
+                       url=f"https://api.telegram.org/file/bot{token}/photos/file_1.jpg")
+    env = llm_env(fp, tmp_path, chain=chain, TELEGRAM_BOT_TOKEN=token,
+                  TIERBOT_GROQ_MODELS="meta-llama/llama-4-scout-17b-16e-instruct")
+    async with make_bot(env) as bot:
+        reply = await bot.handle(ev("What is in this picture?", attachments=(image,)))
+    assert reply.provider == chain
+    sent = fp.servers[chain].requests[0]
+    assert token not in str(sent.body) and token not in str(sent.headers)
+
+
 async def test_named_route_picks_its_own_chain(fp, tmp_path):
     env = llm_env(fp, tmp_path, TIERBOT_ROUTE_STAFF="claude,gemini")
     async with make_bot(env) as bot:

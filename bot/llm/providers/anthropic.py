@@ -12,7 +12,7 @@ from typing import Any
 import anthropic
 
 from .. import errors as E
-from .base import Completion, Request, StreamState, finish_stream, with_progress
+from .base import Completion, Request, StreamState, finish_stream, shareable_url, with_progress
 from .sdk_errors import http_module, translate
 
 __all__ = ["AnthropicProvider", "anthropic_messages"]
@@ -22,8 +22,9 @@ def _image_block(img) -> dict[str, Any] | None:
     if img.data is not None:
         return {"type": "image", "source": {"type": "base64", "media_type": img.mime_type or "image/jpeg",
                                             "data": base64.b64encode(img.data).decode()}}
-    if img.url:
-        return {"type": "image", "source": {"type": "url", "url": img.url}}
+    url = shareable_url(img)
+    if url:
+        return {"type": "image", "source": {"type": "url", "url": url}}
     return None
 
 

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from ...models import Attachment
+from ...secrets import redact
 from .. import errors as E
 
 __all__ = ["Message", "Request", "Completion", "Provider", "StreamState", "image_data_url", "estimate_tokens",
-           "with_progress", "finish_stream", "CONTINUE_INSTRUCTION"]
+           "with_progress", "finish_stream", "CONTINUE_INSTRUCTION", "shareable_url"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,14 @@ def image_data_url(image: Attachment) -> str | None:
     if image.data is not None:
         mime = image.mime_type or "image/jpeg"
         return f"data:{mime};base64,{base64.b64encode(image.data).decode()}"
+    return shareable_url(image)
+
+
+def shareable_url(image: Attachment) -> str | None:
+    """The image's URL, unless it embeds a secret: a Telegram file URL carries the bot
+    token (api.telegram.org/file/bot<token>/...), which must never reach a provider."""
+    if not image.url or redact(image.url) != image.url:
+        return None
     return image.url
 
 

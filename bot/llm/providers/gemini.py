@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 
 from .. import errors as E
-from .base import CONTINUE_INSTRUCTION, Completion, Request, StreamState, finish_stream, with_progress
+from .base import CONTINUE_INSTRUCTION, Completion, Request, StreamState, finish_stream, shareable_url, with_progress
 
 __all__ = ["GeminiProvider", "gemini_body", "DEFAULT_BASE_URL"]
 
@@ -28,7 +28,7 @@ def gemini_body(request: Request) -> dict[str, Any]:
             if img.data is not None:
                 parts.append({"inlineData": {"mimeType": img.mime_type or "image/jpeg",
                                              "data": base64.b64encode(img.data).decode()}})
-            elif img.url:
+            elif shareable_url(img):
                 parts.append({"fileData": {"mimeType": img.mime_type or "image/jpeg", "fileUri": img.url}})
         contents.append({"role": "model" if m.role == "assistant" else "user", "parts": parts})
     if request.continue_from:
