@@ -266,6 +266,8 @@ class ChainTier:
         done, _ = await asyncio.wait({first}, timeout=p95)
         if done:
             return first.result()
+        if not self.hedge_budget.allows():
+            return await first
         second_step = candidates.peek_hedge()
         if second_step is None or not self.hedge_budget.try_spend():
             return await first

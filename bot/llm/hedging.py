@@ -47,6 +47,9 @@ class HedgeBudget:
     def count_request(self) -> None:
         self.requests += 1
 
+    def allows(self) -> bool:
+        return self.hedges + 1 <= self.fraction * self.requests
+
     def try_spend(self) -> bool:
         if self.hedges + 1 > self.fraction * self.requests:
             return False
