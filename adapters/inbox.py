@@ -62,6 +62,14 @@ class Inbox:
 
         return await self.store.run(_claim)
 
+    async def still_pending(self, key: str) -> bool:
+        """False once another worker (e.g. a second process on the same data dir) answered it."""
+        def _get(db: sqlite3.Connection) -> bool:
+            row = db.execute("SELECT state FROM inbox WHERE key=?", (key,)).fetchone()
+            return bool(row and row[0] == "pending")
+
+        return await self.store.run(_get)
+
     async def done(self, key: str) -> None:
         await self.store.run(lambda db: mark_done(db, key))
 

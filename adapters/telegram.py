@@ -308,6 +308,8 @@ class TelegramAdapter:
         await self._ready.wait()  # connected to Telegram (getMe done)
         async with self._slots:
             try:
+                if not await self.inbox.still_pending(key):
+                    return
                 update = Update.de_json(json.loads(body), self.tg)
                 chat = update.effective_chat
                 await self._chats.run(str(chat.id) if chat else key, lambda: self._dispatch(update, key))
