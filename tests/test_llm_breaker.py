@@ -134,7 +134,7 @@ async def test_no_thundering_herd_when_cooldown_ends(tmp_path):
     the others go straight to the next provider."""
     async with F.FakeProviders() as fp:
         fp.groq.default = F.black_hole()
-        env = llm_env(fp, tmp_path, attempt=0.3, TIERBOT_BREAKER_THRESHOLD="2",
+        env = llm_env(fp, tmp_path, deadline=2.0, attempt=0.3, TIERBOT_BREAKER_THRESHOLD="2",
                       TIERBOT_BREAKER_COOLDOWN_S="0.3")
         async with make_bot(env) as bot:
             for i in range(2):
@@ -147,4 +147,6 @@ async def test_no_thundering_herd_when_cooldown_ends(tmp_path):
         assert all(r.provider == "gemini" for r in replies)
         outcomes = sorted(r.attempts[0].outcome for r in replies)
         assert outcomes.count("timeout") == 1
-        assert outcomes.count("skipped:breaker_probing") == 29
+        # The others skipped while the probe was out (or, on a very slow machine, after it
+        # failed and the breaker reopened) — never a second request.
+        assert all(o in ("skipped:breaker_probing", "skipped:breaker_open") for o in outcomes if o != "timeout")
