@@ -217,7 +217,7 @@ class Server:
             data = json.loads(await request.read())
         except web.HTTPRequestEntityTooLarge:
             return _error(413, f"body larger than {MAX_BODY} bytes")
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # deep nesting: RecursionError
             return _error(400, "body is not valid JSON")
         problem = _check_api_message(data)
         if problem:

@@ -247,7 +247,7 @@ class TelegramAdapter:
         """Validate a webhook body: (inbox key, JSON text) or BadUpdate."""
         try:
             data = json.loads(body)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # deep nesting: RecursionError
             raise BadUpdate("body is not valid JSON") from None
         return self._check(data)
 
@@ -261,9 +261,12 @@ class TelegramAdapter:
         if len(kinds) != 1 or not isinstance(data[kinds[0]], dict):
             raise BadUpdate("the update carries no known update kind")
         try:
-            Update.de_json(data, self.tg)
+            update = Update.de_json(data, self.tg)
         except Exception as e:
             raise BadUpdate(f"the {kinds[0]} is malformed ({type(e).__name__})") from None
+        payload = getattr(update, kinds[0], None)
+        if isinstance(payload, Message) and payload.chat is None:  # PTB parses it; answering would crash
+            raise BadUpdate(f"the {kinds[0]} is malformed (no chat)")
         return f"{PLATFORM}:{update_id}", json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
     async def accept(self, key: str, body: str) -> bool:
