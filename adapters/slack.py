@@ -178,6 +178,10 @@ class SlackAdapter:
         """The aiohttp handler for POST /slack/events: Bolt does verification and dispatch."""
         if self._closing:
             return web.Response(status=503, text="shutting down")
+        stamp = request.headers.get("X-Slack-Request-Timestamp")
+        if stamp is not None and not stamp.strip().isdigit():
+            # Bolt's verifier calls int() on it and answers 500; it is simply not signed right.
+            return web.json_response({"error": "invalid request"}, status=401)
         bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
         return await to_aiohttp_response(bolt_response)
 
