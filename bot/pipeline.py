@@ -18,6 +18,7 @@ from .deadline import Deadline
 from .history import HistoryStore, MemoryHistory
 from .logs import kv
 from .models import Attempt, Event, Reply
+from .secrets import redact
 from .tiers import ReplyListener, StreamingTier, Tier
 from .turn import Turn, TurnContext
 
@@ -139,7 +140,7 @@ class SupportBot:
                             reply = item
                             break
                         streamed = True
-                        yield item
+                        yield redact(item)
                 else:
                     reply = await tier.answer(event, turn)
             except Exception as e:
@@ -167,6 +168,9 @@ class SupportBot:
         turn.record(Attempt(provider=tier.name, model="", outcome="error", detail=type(error).__name__))
 
     async def _finish(self, event: Event, turn: TurnContext, reply: Reply, start: float) -> Reply:
+        # A provider (or a proxy in front of it) that echoes our request headers must not
+        # hand the customer, the ledger or Slack an API key.
+        reply.text = redact(reply.text)
         # The turn's attempts are the single source of truth for what was spent.
         reply.attempts = []
         reply.input_tokens = reply.output_tokens = 0
