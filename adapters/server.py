@@ -17,10 +17,12 @@ import importlib
 import json
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from bot.config import Config
 from bot.logs import kv
@@ -74,6 +76,7 @@ class Server:
         if self.telegram is not None:
             self.telegram.outbox.on_delivered = lambda platform, s: \
                 self.metrics.webhook_latency.labels(platform).observe(s)
+            self.metrics.registry.register(_BacklogCollector(self.telegram))
         self.slack: Any = None
         self._api_inflight = 0
         self._scheduler: Any = None
@@ -244,6 +247,20 @@ class Server:
             await self.drain()
         finally:
             await runner.cleanup()
+
+
+class _BacklogCollector(Collector):
+    """Updates accepted but not yet answered, read at scrape time from memory (never
+    blocking on the database): the first sign of falling behind."""
+
+    def __init__(self, telegram: TelegramAdapter) -> None:
+        self.telegram = telegram
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily("tierbot_updates_in_progress", "Updates accepted and not yet "
+                                   "answered by this process", labels=["platform"])
+        family.add_metric(["telegram"], float(self.telegram.in_progress))
+        yield family
 
 
 def _check_api_message(data: Any) -> str | None:

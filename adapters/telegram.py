@@ -166,6 +166,11 @@ class TelegramAdapter:
         return cls(bot, TelegramSettings.from_config(config), store)
 
     @property
+    def in_progress(self) -> int:
+        """Updates recorded and being (or waiting to be) answered by this process."""
+        return len(self._tasks)
+
+    @property
     def tg(self) -> Bot:
         return self.application.bot
 

@@ -60,6 +60,7 @@ async def test_metrics_page_counts_replies_failovers_tokens_cost_and_breakers(tm
     assert s[("tierbot_webhook_requests_total", (("platform", "telegram"), ("status", "200")))] == 2
     assert s[("tierbot_webhook_requests_total", (("platform", "telegram"), ("status", "400")))] == 1
     assert s[("tierbot_delivery_latency_seconds_count", (("platform", "telegram"),))] == 2
+    assert s[("tierbot_updates_in_progress", (("platform", "telegram"),))] == 0  # all answered
     assert s[("tierbot_breaker_state", (("model", "gemini-2.5-flash"), ("provider", "gemini"),
                                         ("state", "closed")))] == 1
     assert s[("tierbot_breaker_state", (("model", "gemini-2.5-flash"), ("provider", "gemini"),
@@ -106,3 +107,21 @@ def test_metrics_plugin_gives_each_bot_its_own_registry(tmp_path):
     b = build_bot(config, plugins=("bot.metrics:install",))
     assert a.services["metrics"] is not b.services["metrics"]
     assert a.services["metrics"] in a.listeners
+
+
+async def test_backlog_gauge_shows_updates_waiting_for_an_answer(tmp_path):
+    import asyncio
+
+    from telegram_harness import EchoTier
+
+    async with FakeTelegram() as tg:
+        config = make_config(tg.base_url, tmp_path / "data")
+        slow = EchoTier()
+        slow.gate = asyncio.Event()
+        async with running(make_bot(config, slow), config) as (client, _):
+            for i in (1, 2, 3):
+                await post_update(client, text_update(i, f"q{i}", chat_id=10 + i))
+            s = samples(await (await client.get("/metrics")).text())
+            assert s[("tierbot_updates_in_progress", (("platform", "telegram"),))] == 3
+            slow.gate.set()
+            await tg.wait_for(lambda f: len(f.texts()) == 3)
