@@ -64,7 +64,10 @@ class TelegramSettings:
     webhook_secret: str | None = None
     stream_drafts: bool = True
     draft_interval_s: float = 0.4
-    typing_interval_s: float = 4.0
+    typing_interval_s: float = 4.0  # Telegram shows "typing…" for 5 s per call
+    # Answers ready sooner (cache, templates) skip the indicator: one Bot API call saved
+    # per message, and Telegram's per-bot limits are counted in calls.
+    typing_delay_s: float = 0.3
     concurrency: int = 64
     lease_s: float = 30.0  # > the reply deadline; a crashed process's work is retaken after this
     poll_timeout_s: int = 25
@@ -89,6 +92,7 @@ class TelegramSettings:
             webhook_secret=secret,
             stream_drafts=config.get_bool("TELEGRAM_STREAM_DRAFTS", True),
             draft_interval_s=config.get_float("TELEGRAM_DRAFT_INTERVAL_S", 0.4, minimum=0.0),
+            typing_delay_s=config.get_float("TELEGRAM_TYPING_DELAY_S", 0.3, minimum=0.0),
             concurrency=config.get_int("TELEGRAM_CONCURRENCY", 64, minimum=1),
             lease_s=config.get_float("TELEGRAM_LEASE_S", 30.0, minimum=0.1),
             poll_timeout_s=config.get_int("TELEGRAM_POLL_TIMEOUT_S", 25, minimum=0),
@@ -429,6 +433,7 @@ class TelegramAdapter:
             typing.cancel()
 
     async def _typing(self, chat_id: int) -> None:
+        await asyncio.sleep(self.settings.typing_delay_s)
         while True:
             try:
                 await self.tg.send_chat_action(chat_id=chat_id, action="typing")

@@ -21,9 +21,10 @@ def sent_texts(fake: FakeTelegram, chat_id: int = 42) -> list[str]:
     return fake.texts(chat_id)
 
 
-async def test_text_message_is_answered_with_typing_indicator(tg, tmp_path):
-    config = make_config(tg.base_url, tmp_path / "data", TELEGRAM_STREAM_DRAFTS="false")
-    tier = EchoTier(delay=0.05)
+async def test_slow_answer_shows_typing_indicator_first(tg, tmp_path):
+    config = make_config(tg.base_url, tmp_path / "data", TELEGRAM_STREAM_DRAFTS="false",
+                         TELEGRAM_TYPING_DELAY_S="0.05")
+    tier = EchoTier(delay=0.3)
     async with running(make_bot(config, tier), config) as (client, _):
         resp = await post_update(client, text_update(1, "where is my parcel?"))
         assert resp.status == 200
@@ -37,6 +38,15 @@ async def test_text_message_is_answered_with_typing_indicator(tg, tmp_path):
     assert first_action < answer
     event = tier.calls[0]
     assert (event.platform, event.conversation_id, event.user_id, event.user_name) == ("telegram", "42", "42", "Ann")
+
+
+async def test_instant_answer_skips_the_typing_indicator(tg, tmp_path):
+    config = make_config(tg.base_url, tmp_path / "data", TELEGRAM_STREAM_DRAFTS="false")
+    async with running(make_bot(config, EchoTier()), config) as (client, _):
+        await post_update(client, text_update(1, "hi"))
+        await tg.wait_for(lambda f: f.texts(42))
+        await asyncio.sleep(0.4)
+    assert tg.texts() == ["echo: hi"] and tg.sent("sendChatAction") == []
 
 
 async def test_redelivered_update_is_answered_once(tg, tmp_path):
