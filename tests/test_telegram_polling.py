@@ -69,3 +69,27 @@ async def test_poll_survives_telegram_errors(tmp_path):
         tg.push_update(text_update(30, "are you up?"))
         await run_poller(config, EchoTier(), lambda: tg.wait_for(lambda f: f.texts(), timeout=8), timeout=10)
     assert tg.texts() == ["echo: are you up?"]
+
+
+async def test_tierbot_poll_command_answers_and_stops_on_sigterm(tmp_path):
+    """The Procfile's worker: `tierbot poll` as a real process."""
+    import os
+    import signal
+    import sys
+
+    async with FakeTelegram() as tg:
+        env = {**{k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_TOKEN"))},
+               "TELEGRAM_BOT_TOKEN": tg.token, "TELEGRAM_API_BASE_URL": tg.base_url,
+               "TIERBOT_DATA_DIR": str(tmp_path / "data"), "TELEGRAM_POLL_TIMEOUT_S": "1",
+               "TIERBOT_LOG_LEVEL": "WARNING"}
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "poll", env=env, cwd=str(tmp_path),
+                                                    stderr=asyncio.subprocess.PIPE)
+        try:
+            tg.push_update(text_update(1, "/start"))
+            await tg.wait_for(lambda f: f.texts(), timeout=30)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, stderr.decode()[-1500:]
+    assert tg.texts()[0].startswith("Hi Ann!")
+    assert inbox_rows(tmp_path / "data") == [("telegram:1", "done")]
