@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS inbox (
     state        TEXT NOT NULL,             -- pending | done | failed
     attempts     INTEGER NOT NULL DEFAULT 0,
     lease_until  REAL NOT NULL DEFAULT 0,   -- a worker owns it until then
-    done_at      REAL
+    done_at      REAL,
+    owner        TEXT                       -- which process holds the lease
 );
 CREATE INDEX IF NOT EXISTS inbox_pending ON inbox(state, lease_until);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -83,6 +84,9 @@ class DurableStore:
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA busy_timeout=10000")
         db.executescript(_SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(inbox)")}
+        if "owner" not in columns:  # a data dir from before leases had owners
+            db.execute("ALTER TABLE inbox ADD COLUMN owner TEXT")
         self._db = db
 
     # -- the store's thread ---------------------------------------------------------------

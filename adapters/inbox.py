@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import uuid
 from dataclasses import dataclass
 
 from .durable import DurableStore
@@ -32,9 +33,12 @@ def mark_done(db: sqlite3.Connection, key: str) -> None:
 
 
 class Inbox:
-    def __init__(self, store: DurableStore, *, lease_s: float = 60.0) -> None:
+    def __init__(self, store: DurableStore, *, lease_s: float = 60.0, owner: str | None = None) -> None:
         self.store = store
         self.lease_s = lease_s
+        # Leases carry their holder, so a process that waited too long to start on an update
+        # sees that another one has taken it over (web + worker sharing a data dir).
+        self.owner = owner or uuid.uuid4().hex
 
     async def record(self, key: str, body: str) -> bool:
         """Durably record an update and lease it to the caller. False if it was seen before."""
@@ -42,8 +46,8 @@ class Inbox:
 
         def _insert(db: sqlite3.Connection) -> bool:
             cur = db.execute(
-                "INSERT OR IGNORE INTO inbox(key, body, received, state, lease_until) VALUES (?,?,?, 'pending', ?)",
-                (key, body, now, now + self.lease_s))
+                "INSERT OR IGNORE INTO inbox(key, body, received, state, lease_until, owner) "
+                "VALUES (?,?,?, 'pending', ?, ?)", (key, body, now, now + self.lease_s, self.owner))
             return cur.rowcount == 1
 
         return await self.store.run(_insert)
@@ -56,19 +60,24 @@ class Inbox:
             rows = db.execute(
                 "SELECT key, body, attempts FROM inbox WHERE state='pending' AND lease_until<=? "
                 "ORDER BY received LIMIT ?", (now, limit)).fetchall()
-            db.executemany("UPDATE inbox SET lease_until=? WHERE key=?",
-                           [(now + self.lease_s, r[0]) for r in rows])
+            db.executemany("UPDATE inbox SET lease_until=?, owner=? WHERE key=?",
+                           [(now + self.lease_s, self.owner, r[0]) for r in rows])
             return [InboxItem(*r) for r in rows]
 
         return await self.store.run(_claim)
 
-    async def still_pending(self, key: str) -> bool:
-        """False once another worker (e.g. a second process on the same data dir) answered it."""
-        def _get(db: sqlite3.Connection) -> bool:
-            row = db.execute("SELECT state FROM inbox WHERE key=?", (key,)).fetchone()
-            return bool(row and row[0] == "pending")
+    async def take(self, key: str) -> bool:
+        """Confirm (and renew) our lease just before answering. False when the update was
+        answered meanwhile, or another process took it over after our lease ran out."""
+        now = time.time()
 
-        return await self.store.run(_get)
+        def _take(db: sqlite3.Connection) -> bool:
+            cur = db.execute("UPDATE inbox SET lease_until=?, owner=? WHERE key=? AND state='pending' "
+                             "AND (owner=? OR owner IS NULL OR lease_until<=?)",
+                             (now + self.lease_s, self.owner, key, self.owner, now))
+            return cur.rowcount == 1
+
+        return await self.store.run(_take)
 
     async def done(self, key: str) -> None:
         await self.store.run(lambda db: mark_done(db, key))

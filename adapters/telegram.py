@@ -320,7 +320,7 @@ class TelegramAdapter:
         await self._ready.wait()  # connected to Telegram (getMe done)
         async with self._slots:
             try:
-                if not await self.inbox.still_pending(key):
+                if not await self.inbox.take(key):  # answered, or another process has it
                     return
                 update = Update.de_json(json.loads(body), self.tg)
                 chat = update.effective_chat

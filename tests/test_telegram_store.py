@@ -44,3 +44,37 @@ async def test_a_failing_operation_rolls_back_only_itself(tmp_path):
         store.close()
     with pytest.raises(RuntimeError, match="closed"):
         await store.run(good(3))
+
+
+async def test_leases_have_owners_so_two_processes_never_both_answer(tmp_path):
+    store = DurableStore.in_dir(tmp_path)
+    web, worker = Inbox(store, lease_s=0.2, owner="web"), Inbox(store, lease_s=0.2, owner="worker")
+    try:
+        assert await web.record("telegram:1", "{}")
+        assert await worker.claim_pending() == []  # web's lease is live
+        assert await worker.take("telegram:1") is False
+        await asyncio.sleep(0.25)  # web stalled past its lease: the worker takes over
+        assert [i.key for i in await worker.claim_pending()] == ["telegram:1"]
+        assert await web.take("telegram:1") is False  # web must not answer it now
+        assert await worker.take("telegram:1") is True
+        await worker.done("telegram:1")
+        assert await worker.take("telegram:1") is False  # answered: nobody takes it again
+    finally:
+        store.close()
+
+
+def test_an_older_inbox_without_lease_owners_is_upgraded_in_place(tmp_path):
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "messages.db")
+    old.execute("CREATE TABLE inbox (key TEXT PRIMARY KEY, body TEXT NOT NULL, received REAL NOT NULL, "
+                "state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, lease_until REAL NOT NULL DEFAULT 0, "
+                "done_at REAL)")
+    old.execute("INSERT INTO inbox(key, body, received, state) VALUES ('telegram:9', '{}', 0, 'pending')")
+    old.commit()
+    old.close()
+    store = DurableStore.in_dir(tmp_path)
+    try:
+        assert store.query("SELECT key, state, owner FROM inbox") == [("telegram:9", "pending", None)]
+    finally:
+        store.close()
