@@ -48,6 +48,7 @@ DEFAULT_API = "https://api.telegram.org"
 MAX_TEXT = 4096
 MAX_CALLBACK_DATA = 64  # bytes, Telegram's limit for inline button data
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
+RECOVER_BATCH = 500
 # Update kinds worth recording; anything else is valid Telegram but not ours to answer.
 HANDLED_KINDS = ("message", "callback_query")
 
@@ -306,10 +307,14 @@ class TelegramAdapter:
         interval = max(0.2, min(30.0, self.settings.lease_s / 2))
         while True:
             try:
-                for item in await self.inbox.claim_pending():
-                    if item.key not in self._tasks:
-                        log.info(kv(telegram="recovered", key=item.key, attempts=item.attempts))
-                        self._spawn(item.key, item.body)
+                while True:  # all of them now: a restart after a crash may find thousands
+                    items = await self.inbox.claim_pending(RECOVER_BATCH)
+                    for item in items:
+                        if item.key not in self._tasks:
+                            log.info(kv(telegram="recovered", key=item.key, attempts=item.attempts))
+                            self._spawn(item.key, item.body)
+                    if len(items) < RECOVER_BATCH:
+                        break
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -179,3 +179,20 @@ async def test_rejected_token_is_a_configuration_error(tg, tmp_path):
     finally:
         await adapter.stop(timeout=0.1)
         store.close()
+
+
+async def test_a_large_backlog_left_by_a_crash_is_answered_promptly_after_restart(tg, tmp_path):
+    from adapters.inbox import Inbox
+    import json as _json
+
+    data = tmp_path / "data"
+    store = DurableStore.in_dir(data)
+    crashed = Inbox(store, lease_s=0.01, owner="crashed-process")
+    for i in range(1, 1201):
+        await crashed.record(f"telegram:{i}", _json.dumps(text_update(i, f"q{i}", chat_id=1000 + i)))
+    store.close()
+    await asyncio.sleep(0.05)  # the dead process's leases have run out
+    config = make_config(tg.base_url, data, TELEGRAM_STREAM_DRAFTS="false")  # default 30 s lease
+    async with running(make_bot(config, EchoTier()), config):
+        await tg.wait_for(lambda f: len(f.texts()) == 1200, timeout=20)
+    assert len(set(tg.texts())) == 1200
