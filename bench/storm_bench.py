@@ -153,6 +153,9 @@ async def drive(label: str, ask: Callable[[int], Awaitable[str]], n: int, width:
             run.lat_ms.append((t1 - t0) * 1000)
             run.who.append(who)
             run.ends.append(t1)
+            # Yield, as separate requests would: a reply that never awaits anything real (the
+            # templates, breakers open) would otherwise let one worker hog the loop.
+            await asyncio.sleep(0)
 
     t0 = time.monotonic()
     await asyncio.gather(*[worker() for _ in range(width)])

@@ -8,6 +8,7 @@ reply — data, never template code, never a secret or the system prompt.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -115,8 +116,6 @@ async def test_telegram_corpus_gets_its_status_and_rejects_leave_no_trace(world,
 
 
 async def until(predicate, timeout: float = 10.0) -> None:
-    import asyncio
-
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while not predicate():
@@ -263,11 +262,7 @@ async def test_a_correctly_signed_slack_command_does_get_in(world):
         resp = await client.post("/slack/events", data=body.encode(),
                                  headers={"Content-Type": "application/x-www-form-urlencoded", **sign(body)})
         assert resp.status == 200
-        for _ in range(100):
-            if len(bot.services["faq"].entries()) > before:
-                break
-            import asyncio
-            await asyncio.sleep(0.05)
+        await until(lambda: len(bot.services["faq"].entries()) > before)
         assert len(bot.services["faq"].entries()) == before + 1
 
 

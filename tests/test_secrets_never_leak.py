@@ -121,12 +121,16 @@ def captured_logs():
     handler = logging.StreamHandler(buf)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
     root.handlers = [handler]
+    chatty = ("httpx", "httpx2", "httpcore", "telegram", "slack_bolt", "slack_sdk", "aiohttp", "aiohttp.access")
+    levels = {name: logging.getLogger(name).level for name in chatty}
     setup_logging("DEBUG")
-    for name in ("httpx", "httpcore", "telegram", "slack_bolt", "slack_sdk", "aiohttp"):
+    for name in chatty:
         logging.getLogger(name).setLevel(logging.DEBUG)  # the chattiest libraries too
     yield buf
-    root.handlers, root.level = saved
+    root.handlers = saved[0]
     root.setLevel(saved[1])
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 async def test_secrets_never_leak_through_failures_into_any_output(tmp_path, captured_logs):
