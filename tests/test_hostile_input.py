@@ -181,6 +181,8 @@ async def test_odd_customer_texts_get_safe_replies_from_the_llm_and_the_template
                 reply = "\n".join(tg.texts(chat))
                 assert reply.strip(), (phase, name)
                 assert all(len(t.encode("utf-16-le")) // 2 <= 4096 for t in tg.texts(chat)), (phase, name)
+                # Plain text: no parse mode, so no markup (theirs or the model's) can break a send.
+                assert not any("parse_mode" in m for m in tg.sent() if str(m["chat_id"]) == str(chat)), name
                 assert_no_secret(f"{phase} reply to {name}", reply)
                 assert "1337" not in reply, f"{name}: customer text was rendered as a template"
                 sent = [r for p, s in fp.servers.items() for r in s.requests[before[p]:]]
