@@ -217,10 +217,17 @@ async def report_times(path: Path, day: dt.date, tz: ZoneInfo, repeats: int) -> 
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller runs (a smoke test of the script)")
+    ap.add_argument("--report-only", action="store_true", help="part 2 only")
     args = ap.parse_args()
     n, rounds, records = (600, 2, 100_000) if args.quick else (3000, 6, 1_000_000)
     print(f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}")
 
+    if not args.report_only:
+        await part1(n, rounds)
+    await part2(records)
+
+
+async def part1(n: int, rounds: int) -> None:
     print(f"\n## Part 1: messages/s through SupportBot.handle, {n} messages ({max(300, n // 3)} through "
           "the LLM chain), 300 conversations, "
           f"20 concurrent, {rounds} alternating rounds (median)")
@@ -235,6 +242,8 @@ async def main() -> None:
     print(f"loop-thread cost of recording one message (record_reply + 2 turns, no commit wait): "
           f"{await loop_cost():.1f} us")
 
+
+async def part2(records: int) -> None:
     tz = ZoneInfo("Europe/Berlin")
     day = dt.date(2026, 11, 20)
     print(f"\n## Part 2: report over {records:,} messages (time to compute + render, seconds)")

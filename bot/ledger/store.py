@@ -40,7 +40,7 @@ BATCH_MAX = 2000  # ops per commit: bounds one transaction's size under a burst
 # trip for the GIL) per few hundred messages under load instead of one per message.
 # It is also the most a write waits before it is committed.
 LINGER_S = 0.005
-READERS = 2
+READERS = 3
 
 _INSERT_MESSAGE = """INSERT INTO messages (ts, platform, conversation_id, user_id, tier, provider,
     model, fallback, input_tokens, output_tokens, cost_usd, latency_ms, question, meta,
@@ -122,7 +122,7 @@ class Ledger:
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="ledger-writer", daemon=True)
         self._writer.start()
-        # Two readers: a report reads the day and the earlier days at once, on two cores.
+        # Several readers: a report reads its independent parts at once, on all cores.
         self._reader = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="ledger-reader")
         self._local = threading.local()
         self._rconns: list[sqlite3.Connection] = []

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from ..ledger.days import day_bounds
 from ..secrets import redact
 
-__all__ = ["ReportInputs", "compute_report", "compute_day", "past_days", "merge", "headline",
+__all__ = ["ReportInputs", "compute_report", "compute_day", "day_latency", "past_days", "merge", "headline",
            "CHART_DAYS", "TOP_N"]
 
 CHART_DAYS = 14
@@ -206,16 +206,24 @@ def chart_data(conn: sqlite3.Connection, day: dt.date, tz: ZoneInfo) -> dict[str
 
 
 def compute_report(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, Any]:
-    """The whole report from one connection (see `compute_day` + `past_days` to split it)."""
-    return merge(compute_day(conn, inputs), past_days(conn, inputs))
+    """The whole report from one connection. `compute_day`, `day_latency` and `past_days`
+    are independent, so a caller with several connections can run them at once."""
+    return merge(compute_day(conn, inputs), day_latency(conn, inputs), past_days(conn, inputs))
 
 
-def merge(day: dict[str, Any], past: dict[str, Any]) -> dict[str, Any]:
-    return {**day, "compare": comparison(past["week"], day["totals"]), "chart": past["chart"]}
+def merge(day: dict[str, Any], lat: dict[str, dict[str, float]], past: dict[str, Any]) -> dict[str, Any]:
+    latencies = [{"tier": t["tier"], "count": t["count"], **lat.get(t["tier"], {})} for t in day["by_tier"]]
+    return {**day, "latency": latencies, "compare": comparison(past["week"], day["totals"]),
+            "chart": past["chart"]}
+
+
+def day_latency(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, dict[str, float]]:
+    """p50/p95 per tier for the report's day (the single most expensive query: a sort)."""
+    return latency(conn, *day_bounds(inputs.day, inputs.tz))
 
 
 def compute_day(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, Any]:
-    """Everything about the report's own day."""
+    """Everything about the report's own day except latency percentiles."""
     start, end = day_bounds(inputs.day, inputs.tz)
     span = (start, end)
 
@@ -279,8 +287,6 @@ def compute_day(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, Any
              for (p, m), (a, i, o, c, u) in sorted(spend_rows.items())]
     failovers = [{"provider": p, "reason": r, "count": c}
                  for (p, r), c in sorted(fails.items(), key=lambda kv: (-kv[1], kv[0]))]
-    lat = latency(conn, start, end)
-    latencies = [{"tier": t["tier"], "count": t["count"], **lat.get(t["tier"], {})} for t in by_tier]
 
     breakers: Counter[tuple[str, str, str]] = Counter()
     for data, c in conn.execute("SELECT data, COUNT(*) FROM events WHERE kind = 'breaker_open' "
@@ -319,7 +325,6 @@ def compute_day(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, Any
         "cache_savings": cache_savings(conn, inputs, start, end, tiers.get("cache", 0), first_counts, clean),
         "failovers": failovers,
         "breakers": breaker_rows,
-        "latency": latencies,
         "handoffs": handoff,
         "budget": {"caps": budget, "alerts": alerts},
         "unanswered": unanswered,
