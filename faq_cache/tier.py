@@ -20,6 +20,9 @@ __all__ = ["FaqTier"]
 
 log = logging.getLogger("tierbot.faq")
 
+# How long one reply may wait for the FAQ model to load or refit before passing the event on.
+REFIT_WAIT_S = 1.0
+
 
 class FaqTier:
     """Answers only when sure; every decision is left in `turn.notes["faq"]`."""
@@ -27,17 +30,28 @@ class FaqTier:
     name = "cache"
 
     def __init__(self, store: FaqStore, renderer: Renderer, *, learned: LearnedCache | None = None,
-                 greetings: bool = True) -> None:
+                 greetings: bool = True, refit_wait_s: float = REFIT_WAIT_S) -> None:
         self.store, self.renderer, self.learned, self.greetings = store, renderer, learned, greetings
+        self.refit_wait_s = refit_wait_s
         self._refit: asyncio.Future[Matcher] | None = None
 
-    async def matcher(self) -> Matcher:
-        """The up-to-date matcher; a refit runs in a thread and survives a cancelled caller."""
+    async def matcher(self) -> Matcher | None:
+        """The up-to-date matcher, or None while it is still being (re)fitted.
+
+        Loading a stored model takes milliseconds, fitting a large FAQ seconds: the refit
+        runs in a thread and survives a cancelled caller, and a reply waits for it at most
+        `refit_wait_s` — past that the cache passes the event on rather than eat the
+        deadline the LLM chain needs (a stale model is never used: its entries may have
+        changed meaning).
+        """
         if self.store.matcher_is_current():
-            return self.store.current_matcher()  # type: ignore[return-value]
+            return self.store.current_matcher()
         if self._refit is None or self._refit.done():
             self._refit = asyncio.ensure_future(asyncio.to_thread(self.store.matcher))
-        return await asyncio.shield(self._refit)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._refit), self.refit_wait_s)
+        except TimeoutError:
+            return None
 
     async def answer(self, event: Event, turn: TurnContext) -> Reply | None:
         start = time.perf_counter()
@@ -52,9 +66,13 @@ class FaqTier:
                 return self._hit(turn, start, body, f"greeting:{greeting.kind}", 1.0, "greeting",
                                  {"lang": greeting.lang})
         matcher = await self.matcher()
-        match = matcher.match(text)
-        turn.notes["faq"] = {"entry": match.entry_id, "score": round(match.score, 4), "reason": match.reason}
-        if match.accepted and match.entry_id:
+        if matcher is None:
+            turn.notes["faq"] = {"entry": None, "score": 0.0, "reason": "model_refitting"}
+            match = None
+        else:
+            match = matcher.match(text)
+            turn.notes["faq"] = {"entry": match.entry_id, "score": round(match.score, 4), "reason": match.reason}
+        if match is not None and match.accepted and match.entry_id:
             entry = self.store.get(match.entry_id)
             if entry is not None:  # removed since the model was fitted: never serve it
                 return self._hit(turn, start, entry.answer, entry.id, match.score, "faq", {"reason": match.reason})

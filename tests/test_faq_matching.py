@@ -204,3 +204,17 @@ _QUESTION_WORDS = ["order", "refund", "where", "pedido", "commande", "bestellung
 def test_any_greeting_with_a_real_word_after_it_is_a_question(greeting, word, sep):
     assert detect_greeting(greeting) is not None
     assert detect_greeting(f"{greeting}{sep}{word}?") is None
+
+
+async def test_a_refit_never_holds_up_a_reply(tmp_path):
+    """A changed FAQ is refitted in the background: the reply in hand is passed on (the LLM
+    still has its whole deadline), and the next one is answered from the new model."""
+    store = FaqStore(tmp_path / "faq")
+    tier = FaqTier(store, Renderer(), refit_wait_s=0.0)
+    store.import_entries(parse_yaml(SHOP_FAQ_YAML))  # version changes; no model in memory yet
+    reply, turn = await ask(tier, "What are your opening hours?")
+    assert reply is None and turn.notes["faq"]["reason"] == "model_refitting"
+    await tier._refit  # the refit goes on without the caller
+    reply, _ = await ask(tier, "What are your opening hours?")
+    assert reply is not None and reply.text.startswith("We are open")
+    store.close()
