@@ -135,12 +135,15 @@ async def test_no_thundering_herd_when_cooldown_ends(tmp_path):
     async with F.FakeProviders() as fp:
         fp.groq.default = F.black_hole()
         env = llm_env(fp, tmp_path, deadline=2.0, attempt=0.3, TIERBOT_BREAKER_THRESHOLD="2",
-                      TIERBOT_BREAKER_COOLDOWN_S="0.3")
+                      TIERBOT_BREAKER_COOLDOWN_S="1.0")
         async with make_bot(env) as bot:
             for i in range(2):
                 await bot.handle(Event("t", f"w{i}", "u", "hi"))
             assert bot.services["breakers"].state("groq") == "open"
-            await asyncio.sleep(0.35)  # cooldown over
+            # Cooldown over. It is long next to the 0.3 s probe so that, after the probe
+            # fails, the reopened (doubled) cooldown outlasts the other 29 replies even on
+            # a loaded machine: a second request then really would be a herd.
+            await asyncio.sleep(1.05)
             sent = len(fp.groq.requests)
             replies = await asyncio.gather(*[bot.handle(Event("t", f"c{i}", "u", "hi")) for i in range(30)])
         assert len(fp.groq.requests) - sent == 1
