@@ -33,7 +33,6 @@ import os
 import random
 import resource
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -48,6 +47,7 @@ sys.path.insert(0, str(REPO))
 
 from fakes.llm_servers import FakeProviders, ok  # noqa: E402
 from fakes.telegram_api import FakeTelegram, text_update  # noqa: E402
+from fakes.procs import free_port, wait_http  # noqa: E402
 
 SECRET = "bench-webhook-secret-0123456789"
 # Questions are made unique (random words) so neither the FAQ cache nor the learned
@@ -61,11 +61,6 @@ def question(i: int) -> str:
     rnd = random.Random(i)
     return f"Would the {' '.join(rnd.sample(WORDS, 4))} go well with {' '.join(rnd.sample(WORDS, 3))}?"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def proc_status(pid: int, field: str) -> int:
@@ -87,19 +82,6 @@ def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, max(0, int(round(p / 100 * len(values) + 0.5)) - 1))]
 
-
-async def wait_http(url: str, timeout: float = 30) -> None:
-    end = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < end:
-            try:
-                async with http.get(url) as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise TimeoutError(f"server did not come up at {url}")
 
 
 async def run_step(tg: FakeTelegram, base: str, rate: float, seconds: float, first_id: int,

@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sqlite3
 import sys
 import time
@@ -22,30 +21,13 @@ import aiohttp
 
 from fakes.llm_servers import FakeProviders, ok
 from fakes.telegram_api import FakeTelegram, text_update
+from fakes.procs import free_port, wait_http
 
 SECRET = "crash-test-secret_0123456789"
 UPDATES = 160
 RATE = 80.0  # updates per second
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def wait_http(url: str, timeout: float = 30.0) -> None:
-    end = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < end:
-            try:
-                async with http.get(url) as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"{url} did not come up")
 
 
 async def post(http: aiohttp.ClientSession, base: str, update_id: int) -> int | None:

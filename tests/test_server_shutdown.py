@@ -5,7 +5,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 import time
 
@@ -14,6 +13,7 @@ import aiohttp
 from fakes.llm_servers import FakeProviders, ok
 from fakes.telegram_api import FakeTelegram, text_update
 from telegram_harness import SECRET, EchoTier, inbox_rows, make_bot, make_config, post_update, running
+from fakes.procs import free_port as _free_port, wait_http as _wait_http
 
 
 async def test_drain_finishes_in_flight_replies_and_refuses_new_updates(tmp_path):
@@ -34,24 +34,6 @@ async def test_drain_finishes_in_flight_replies_and_refuses_new_updates(tmp_path
     assert [k for k, _ in inbox_rows(tmp_path / "data")] == ["telegram:1", "telegram:2", "telegram:3"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def _wait_http(url: str, timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < end:
-            try:
-                async with http.get(url) as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise TimeoutError(url)
 
 
 async def test_tierbot_serve_on_sigterm_answers_what_it_accepted_then_exits(tmp_path):
