@@ -18,7 +18,7 @@ from .deadline import Deadline
 from .history import HistoryStore, MemoryHistory
 from .logs import kv
 from .models import Attempt, Event, Reply
-from .secrets import redact
+from .secrets import StreamRedactor, redact
 from .tiers import ReplyListener, StreamingTier, Tier
 from .turn import Turn, TurnContext
 
@@ -132,6 +132,7 @@ class SupportBot:
         turn = await self._begin(event)
         reply: Reply | None = None
         streamed = False
+        redactor = StreamRedactor()  # a key split across two chunks is still caught
         for tier in self.tiers:
             try:
                 if isinstance(tier, StreamingTier):
@@ -140,7 +141,12 @@ class SupportBot:
                             reply = item
                             break
                         streamed = True
-                        yield redact(item)
+                        safe = redactor.feed(item)
+                        if safe:
+                            yield safe
+                    held = redactor.flush()
+                    if held:
+                        yield held
                 else:
                     reply = await tier.answer(event, turn)
             except Exception as e:

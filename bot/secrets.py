@@ -10,7 +10,7 @@ import logging
 import threading
 from typing import Iterable
 
-__all__ = ["mask", "register_secrets", "redact", "RedactingFilter", "install_log_redaction"]
+__all__ = ["mask", "register_secrets", "redact", "StreamRedactor", "RedactingFilter", "install_log_redaction"]
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -43,6 +43,44 @@ def redact(text: str) -> str:
         if s in text:
             text = text.replace(s, "[REDACTED]")
     return text
+
+
+class StreamRedactor:
+    """Redacts text that arrives in pieces (a streamed answer), where a secret may be
+    split across two chunks: redacting each chunk alone would let it through.
+
+    It holds back only a tail that could be the start of a secret (normally nothing, so
+    chunks flow as they come), and never cuts through a secret it can already see.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = ""
+
+    def feed(self, chunk: str) -> str:
+        """Add a chunk; return what is now safe to show (possibly empty)."""
+        buf = self._buffer + chunk
+        with _lock:
+            secrets = list(_secrets)
+        cut = len(buf)
+        for secret in secrets:  # hold back a tail that a secret could begin with
+            i = buf.find(secret[0], max(0, len(buf) - len(secret) + 1))
+            while i != -1:
+                if secret.startswith(buf[i:]):
+                    cut = min(cut, i)
+                    break
+                i = buf.find(secret[0], i + 1)
+        for secret in secrets:  # never cut through a secret already in full view
+            i = buf.find(secret, max(0, cut - len(secret) + 1))
+            while i != -1 and i < cut:
+                cut = max(cut, i + len(secret))
+                i = buf.find(secret, i + 1)
+        out, self._buffer = buf[:cut], buf[cut:]
+        return redact(out)
+
+    def flush(self) -> str:
+        """The stream ended: release what was held back."""
+        out, self._buffer = self._buffer, ""
+        return redact(out)
 
 
 class RedactingFilter(logging.Filter):
