@@ -480,7 +480,15 @@ class TelegramAdapter:
         calls = self._message_calls(chat_id, text)
         if calls and msg is not None and msg.chat.type != "private":
             calls[0][1]["reply_parameters"] = {"message_id": msg.message_id, "allow_sending_without_reply": True}
+        await self._records_committed()
         await self.outbox.enqueue(PLATFORM, str(chat_id), calls, done_key=key, origin=self._received.get(key))
+
+    async def _records_committed(self) -> None:
+        """The ledger's record of this answer is committed before the update is marked
+        answered (another file): a kill -9 between the two must not lose the record."""
+        barrier = getattr(self.bot.services.get("ledger"), "committed", None)
+        if barrier is not None:
+            await barrier()
 
     @staticmethod
     def _message_calls(chat_id: int | str, text: str, markup: dict[str, Any] | None = None) -> list[Call]:
@@ -508,6 +516,7 @@ class TelegramAdapter:
                 await self._best_effort(self.tg.edit_message_reply_markup(
                     chat_id=query.message.chat.id, message_id=query.message.message_id, reply_markup=None))
         await self._best_effort(self.tg.answer_callback_query(query.id, text=notice))
+        await self._records_committed()  # e.g. the rating the handler recorded
         await self.inbox.done(key)
 
     @staticmethod

@@ -5,7 +5,7 @@ killed outright while replies are in flight; Telegram redelivers what it never g
 
 Promises checked: every update that got a 200 is answered exactly once, none twice,
 none lost; the ledger is a sound SQLite file with no half-written reply (no attempt
-without its message, no message without its attempts)."""
+without its message, no message without its attempts) and no reply missing."""
 from __future__ import annotations
 
 import asyncio
@@ -137,10 +137,11 @@ async def test_kill_9_mid_load_then_restart_answers_every_acked_update_exactly_o
         gaps = db.execute("SELECT COUNT(*) FROM (SELECT message_id, COUNT(*) n, MAX(seq) hi, MIN(seq) lo "
                           "FROM attempts GROUP BY message_id) WHERE hi - lo + 1 != n").fetchone()[0]
         assert gaps == 0, f"{gaps} replies with missing attempts"
-        # Every reply a customer got is in the ledger, except (at most a few) computed in the
-        # last milliseconds before the kill: the ledger's writer lingers ~5 ms before it
-        # commits, while the inbox/outbox (another file) had already committed "answered".
-        rows = db.execute("SELECT COUNT(DISTINCT conversation_id) FROM messages").fetchone()[0]
-        assert UPDATES - 3 <= rows <= UPDATES, f"{UPDATES - rows} replies missing from the ledger"
+        # Every reply a customer got is in the ledger, including those computed in the last
+        # milliseconds before the kill: an update is marked answered in the inbox (another
+        # file) only after the ledger has committed its record.
+        recorded = {r[0] for r in db.execute("SELECT DISTINCT conversation_id FROM messages")}
+        missing = set(per_chat) - recorded
+        assert not missing, f"{len(missing)} replies missing from the ledger: {sorted(missing)[:10]}"
     finally:
         db.close()

@@ -216,6 +216,24 @@ class Ledger:
         """Wait until everything queued so far is committed."""
         await self.call(lambda conn: None)
 
+    async def committed(self) -> None:
+        """Durability barrier: returns once every write queued before it is committed.
+
+        For callers that must not make an outcome durable elsewhere (e.g. mark an update
+        answered in another database) before its ledger record is: a kill -9 between the
+        two would otherwise lose the record. Unlike `flush` it does not cut the writer's
+        linger short, so waiting costs no extra commit; the writer wakes each loop once
+        per batch however many barriers it holds. Never blocks the event loop. Returns at
+        once when the ledger is closed (everything queued was committed on close). If a
+        write fails for good it is logged and the barrier is released all the same.
+        """
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._queue.put(("barrier", fut, loop))
+        await fut
+
     async def read(self, fn: Callable[[sqlite3.Connection], T], *, fresh: bool = True) -> T:
         """Run `fn(conn)` on the reader thread (its own connection; for reports).
 
@@ -270,7 +288,7 @@ class Ledger:
         try:
             while True:
                 batch = [self._queue.get()]
-                if self.linger_s and batch[0] is not _STOP and batch[0][0] != "call":
+                if self.linger_s and batch[0] is not _STOP and batch[0][0] not in ("call", "barrier"):
                     time.sleep(self.linger_s)  # let a burst gather (someone awaiting a call goes first)
                 while len(batch) < self.batch_max:
                     try:
@@ -307,9 +325,15 @@ class Ledger:
                     conn.execute("ROLLBACK")
                 results = self._commit_one_by_one(batch, conn, e)
                 break
+        # Barriers are settled after the commit whatever its outcome (a write that failed
+        # for good was logged; holding its callers forever would help nobody).
+        results.extend((op[1], op[2], None, None) for op in batch if op[0] == "barrier")
+        by_loop: dict[Any, list[tuple[Any, BaseException | None, Any]]] = {}
         for fut, loop, err, value in results:
+            by_loop.setdefault(loop, []).append((fut, err, value))
+        for loop, items in by_loop.items():  # one wake-up per event loop per batch
             try:
-                loop.call_soon_threadsafe(_settle, fut, err, value)
+                loop.call_soon_threadsafe(_settle_all, items)
             except RuntimeError:  # the loop is gone; nobody is waiting any more
                 pass
 
@@ -318,6 +342,8 @@ class Ledger:
         log.warning(kv(event="ledger_batch_failed", error=type(error).__name__, ops=len(batch)))
         results: list = []
         for op in batch:
+            if op[0] == "barrier":
+                continue
             try:
                 conn.execute("BEGIN")
                 self._apply(conn, op, results)
@@ -364,6 +390,8 @@ class Ledger:
                 turns.append(op[1])
             elif kind == "event":
                 events.append(op[1])
+            elif kind == "barrier":  # settled after the commit, by `_commit`
+                continue
             else:
                 flush()
                 next_id[0] = None  # a call may write messages itself
@@ -410,10 +438,11 @@ class Ledger:
             self._reader.shutdown(wait=True)
 
 
-def _settle(fut: asyncio.Future, err: BaseException | None, value: Any) -> None:
-    if fut.done():
-        return
-    if err is not None:
-        fut.set_exception(err)
-    else:
-        fut.set_result(value)
+def _settle_all(items: list[tuple[asyncio.Future, BaseException | None, Any]]) -> None:
+    for fut, err, value in items:
+        if fut.done():  # the caller was cancelled meanwhile
+            continue
+        if err is not None:
+            fut.set_exception(err)
+        else:
+            fut.set_result(value)
