@@ -40,7 +40,7 @@ def build_providers(config: Config, settings: LLMSettings, *, announce: bool = T
         if name == "groq":
             from .providers.groq import GroqProvider
 
-            providers[name] = GroqProvider(key, base_url, pool=settings.pool)
+            providers[name] = GroqProvider(key, base_url, pool=settings.pool, transport=settings.groq_transport)
         elif name == "claude":
             from .providers.anthropic import AnthropicProvider
 

@@ -94,6 +94,9 @@ class LLMSettings:
     breaker_cooldown_s: float = 10.0
     breaker_max_cooldown_s: float = 300.0
     pool: int = 100
+    # The groq SDK's HTTP backend: "aiohttp" (about a third of the CPU per call of "httpx",
+    # BENCHMARKS.md) or "httpx", the SDK's default, kept as a fallback and for comparison.
+    groq_transport: str = "aiohttp"
 
     def is_vision(self, step: Step) -> bool:
         v = self.vision.get(step.provider, frozenset())
@@ -178,6 +181,9 @@ class LLMSettings:
         budget = num("TIERBOT_HEDGE_BUDGET", "hedge_budget", 0.05, 0.0)
         if budget > 1:
             raise ConfigError(f"TIERBOT_HEDGE_BUDGET is a fraction of traffic (0..1), got {budget}")
+        groq_transport = str(pick("TIERBOT_GROQ_TRANSPORT", "groq_transport", "aiohttp")).strip().lower()
+        if groq_transport not in ("aiohttp", "httpx"):
+            raise ConfigError(f"TIERBOT_GROQ_TRANSPORT must be aiohttp or httpx, got {groq_transport!r}")
         return cls(
             chain=chain, models=models, vision=vision, routes=routes,
             attempt_timeout_s=num("TIERBOT_ATTEMPT_TIMEOUT_S", "attempt_timeout_s", 6.0, 0.05),
@@ -190,4 +196,5 @@ class LLMSettings:
             breaker_threshold=int(num("TIERBOT_BREAKER_THRESHOLD", "breaker_threshold", 3, 1)),
             breaker_cooldown_s=num("TIERBOT_BREAKER_COOLDOWN_S", "breaker_cooldown_s", 10.0, 0.01),
             pool=int(num("TIERBOT_LLM_POOL", "pool", 100, 1)),
+            groq_transport=groq_transport,
         )

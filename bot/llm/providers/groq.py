@@ -1,8 +1,16 @@
 """Groq through the official `groq.AsyncGroq` SDK (OpenAI-compatible chat completions).
 
-SDK retries are off (`max_retries=0`): the chain is the only retry loop. The httpx
-pool is sized for the bot's concurrency (the SDK default keeps 20 connections,
-which made almost every call open a new TCP connection at 50 in flight).
+SDK retries are off (`max_retries=0`): the chain is the only retry loop. The pool is
+sized for the bot's concurrency (the SDK default keeps 20 connections, which made
+almost every call open a new TCP connection at 50 in flight).
+
+Transport: the SDK's own aiohttp backend (`groq.DefaultAioHttpClient`, the `groq[aiohttp]`
+extra, package httpx-aiohttp) instead of httpx/httpcore. Under the load bench the httpx
+path (httpcore's pool bookkeeping, anyio streams) was about a third of the server's CPU;
+side by side against the local fake, a streamed call cost 7.6 ms of CPU with httpx and
+2.6 ms with aiohttp, a plain call 5.6 vs 1.2 ms (fake included; BENCHMARKS.md, "Web
+server under load"). `TIERBOT_GROQ_TRANSPORT=httpx` switches back; so does a missing
+httpx-aiohttp package.
 """
 from __future__ import annotations
 
@@ -37,12 +45,23 @@ def openai_messages(request: Request) -> list[dict[str, Any]]:
     return out
 
 
+def _http_client(transport: str, limits: Any) -> Any:
+    """The SDK's aiohttp client when asked for and installed, else its httpx client."""
+    if transport == "aiohttp":
+        try:
+            return groq.DefaultAioHttpClient(limits=limits)
+        except RuntimeError:  # the httpx-aiohttp package is not installed
+            pass
+    return groq.DefaultAsyncHttpxClient(limits=limits)
+
+
 class GroqProvider:
     name = "groq"
 
-    def __init__(self, api_key: str, base_url: str | None = None, *, pool: int = 100) -> None:
+    def __init__(self, api_key: str, base_url: str | None = None, *, pool: int = 100,
+                 transport: str = "aiohttp") -> None:
         limits = http_module(groq).Limits(max_connections=pool, max_keepalive_connections=pool)
-        self._http = groq.DefaultAsyncHttpxClient(limits=limits)
+        self._http = _http_client(transport, limits)
         self.client = groq.AsyncGroq(api_key=api_key, base_url=base_url, max_retries=0,
                                      http_client=self._http)
 

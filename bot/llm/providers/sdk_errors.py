@@ -9,6 +9,7 @@ import importlib
 import json
 from types import ModuleType
 
+import aiohttp
 import httpcore
 import httpx
 
@@ -37,6 +38,9 @@ def translate(exc: BaseException, sdk) -> E.ProviderError:
         outcome = E.classify_status(exc.status_code, body)
         return E.ProviderError(outcome, f"HTTP {exc.status_code}", status=exc.status_code,
                                retry_after=E.retry_after_from(headers, body))
+    transport = _aiohttp_failure(exc)
+    if transport is not None:
+        return transport
     http = http_module(sdk)
     if isinstance(exc, sdk.APITimeoutError) or isinstance(
             exc, (TimeoutError, httpx.TimeoutException, http.TimeoutException, httpcore.TimeoutException)):
@@ -54,3 +58,20 @@ def translate(exc: BaseException, sdk) -> E.ProviderError:
         outcome = E.classify_status(500, body)
         return E.ProviderError(outcome, "stream error event")
     return E.ProviderError(E.MALFORMED, type(exc).__name__)
+
+
+def _aiohttp_failure(exc: BaseException) -> E.ProviderError | None:
+    """A failure of the SDK's aiohttp transport (httpx-aiohttp), classified by the aiohttp
+    exception on the cause chain: that transport maps every `ClientConnectionError`
+    (refused, reset, server gone) to `httpx.ConnectTimeout`, which would call a refused
+    connection a timeout."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, aiohttp.ServerTimeoutError):  # sock_read / sock_connect timeouts
+            return E.ProviderError(E.TIMEOUT, type(seen).__name__)
+        if isinstance(seen, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)):
+            return E.ProviderError(E.CONNECTION, type(seen).__name__)
+        seen = seen.__cause__ or seen.__context__
+    return None
