@@ -17,11 +17,14 @@ Method
 - Each server process is warmed up first (250 updates at 25/s, not measured).
 - Ramps: short steps at higher rates until a step fails (errors > 0.1 %,
   missing/doubled replies, or p99 > 5 s), to find where it breaks.
+- The LLM ramp runs once per groq SDK transport (`--groq-transports`, default
+  "httpx,aiohttp": the SDK's default httpx backend, then its aiohttp backend that tierbot
+  uses), so CPU per update and the rate kept up with are compared side by side in one run.
 
 Bounded: the main run is `--seconds` (60) long, each ramp step `--step-seconds` (15),
 each followed by at most `--settle` (20) seconds for the backlog to drain.
 
-    python bench/load_bench.py              # full run (~3-4 minutes)
+    python bench/load_bench.py              # full run (~9 minutes)
     python bench/load_bench.py --quick      # 5 s at 50/s, no ramp: a smoke test
 """
 from __future__ import annotations
@@ -200,7 +203,7 @@ def failed(step: dict) -> bool:
             or step["p99_ms"] > 5000)
 
 
-async def start_server(tg: FakeTelegram, fp: FakeProviders, *, llm: bool):
+async def start_server(tg: FakeTelegram, fp: FakeProviders, *, llm: bool, groq_transport: str = "aiohttp"):
     port = free_port()
     data_dir = tempfile.mkdtemp(prefix="tierbot-load-")
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
@@ -208,7 +211,7 @@ async def start_server(tg: FakeTelegram, fp: FakeProviders, *, llm: bool):
         env.update(fp.env())
     env.update({"TELEGRAM_BOT_TOKEN": tg.token, "TELEGRAM_API_BASE_URL": tg.base_url,
                 "TELEGRAM_WEBHOOK_SECRET": SECRET, "TIERBOT_DATA_DIR": data_dir, "PORT": str(port),
-                "TIERBOT_LOG_LEVEL": "ERROR"})
+                "TIERBOT_LOG_LEVEL": "ERROR", "TIERBOT_GROQ_TRANSPORT": groq_transport})
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", env=env, cwd=data_dir,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
@@ -243,13 +246,13 @@ async def measured(proc, tg, base, rate, seconds, first_id, settle) -> dict:
     return step
 
 
-async def ramp(tg, fp, rates, args, *, llm: bool) -> list[dict]:
-    proc, base = await start_server(tg, fp, llm=llm)
+async def ramp(tg, fp, rates, args, *, llm: bool, groq_transport: str = "aiohttp") -> list[dict]:
+    proc, base = await start_server(tg, fp, llm=llm, groq_transport=groq_transport)
     steps, first_id = [], 1
     try:
         for rate in rates:
             step = await measured(proc, tg, base, rate, args.step_seconds, first_id, args.settle)
-            step["mode"] = "llm" if llm else "templates"
+            step["mode"] = f"llm ({groq_transport})" if llm else "templates"
             first_id += 10_000_000
             steps.append(step)
             print(json.dumps(step), flush=True)
@@ -270,6 +273,9 @@ async def main() -> int:
                     help="comma list of rates for the ramps ('' = none)")
     ap.add_argument("--step-seconds", type=float, default=10)
     ap.add_argument("--settle", type=float, default=15)
+    ap.add_argument("--groq-transports", default="httpx,aiohttp",
+                    help="groq SDK transports to ramp the LLM path with, side by side")
+    ap.add_argument("--skip-templates", action="store_true", help="no templates-only ramp")
     ap.add_argument("--quick", action="store_true", help="5 s at 50/s, ramp 25,50 of 3 s: a smoke test")
     ap.add_argument("--json", default=None, help="also write the results to this file")
     args = ap.parse_args()
@@ -287,15 +293,18 @@ async def main() -> int:
         # 1. Ramps: where does it stop keeping up? With the LLM chain, and with templates only
         #    (no provider keys), which isolates the server + Telegram + durability cost.
         if rates:
-            results["ramp_templates"] = await ramp(tg, fp, rates, args, llm=False)
-            results["ramp_llm"] = await ramp(tg, fp, rates, args, llm=True)
+            if not args.skip_templates:
+                results["ramp_templates"] = await ramp(tg, fp, rates, args, llm=False)
+            for transport in [t.strip() for t in args.groq_transports.split(",") if t.strip()]:
+                results[f"ramp_llm_{transport}"] = await ramp(tg, fp, rates, args, llm=True,
+                                                              groq_transport=transport)
         # 2. The main run: --rate for --seconds through the LLM chain.
         proc, base = await start_server(tg, fp, llm=True)
         try:
             rss_idle = proc_status(proc.pid, "VmRSS")
             main_step = await measured(proc, tg, base, args.rate, args.seconds, MAIN_FIRST_ID, args.main_settle)
             main_step["idle_rss_mb"] = round(rss_idle / 1024, 1)
-            main_step["mode"] = "llm"
+            main_step["mode"] = "llm (aiohttp)"
             results["main"] = main_step
             print(json.dumps(main_step), flush=True)
         finally:
@@ -306,7 +315,7 @@ async def main() -> int:
         print(json.dumps(results["main_accounting"]), flush=True)
         results["bench_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps({k: v for k, v in results.items()
-                      if k not in ("main", "ramp_llm", "ramp_templates", "main_accounting", "transport")}),
+                      if k not in ("main", "main_accounting", "transport") and not k.startswith("ramp_")}),
           flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
