@@ -39,6 +39,15 @@ NOW = 1_700_000_000.0
     ({}, {"error": {"code": 429, "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "31s"}]}}, 31.0),
     ({}, None, None),
     ({"Retry-After": "soon"}, None, None),
+    # Only the limit that ran out decides how long to wait:
+    ({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2m59.56s",
+      "x-ratelimit-remaining-tokens": "4100", "x-ratelimit-reset-tokens": "7.66s"}, None, 179.56),
+    ({"x-ratelimit-remaining-requests": "14370", "x-ratelimit-reset-requests": "2m59.56s",
+      "x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "7.66s"}, None, 7.66),
+    # ...and when the headers don't say which, the soonest reset (a probe finds out).
+    ({"x-ratelimit-reset-requests": "2m59.56s", "x-ratelimit-reset-tokens": "7.66s"}, None, 7.66),
+    # An explicit Retry-After always wins over reset headers.
+    ({"Retry-After": "3", "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2m"}, None, 3.0),
 ])
 def test_retry_after(headers, body, expected):
     got = retry_after_from(headers, body, now=NOW)

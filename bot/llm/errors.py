@@ -120,13 +120,45 @@ def _parse_seconds(value: str, now: float) -> float | None:
         return None
 
 
-# Reset headers, most specific first. Groq: x-ratelimit-reset-{requests,tokens} ("7.66s",
-# "2m59.56s"); Anthropic: anthropic-ratelimit-{requests,tokens,...}-reset (RFC 3339).
-_RESET_HEADERS = (
-    "retry-after-ms", "retry-after", "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens",
-    "anthropic-ratelimit-requests-reset", "anthropic-ratelimit-tokens-reset",
-    "anthropic-ratelimit-input-tokens-reset", "anthropic-ratelimit-output-tokens-reset",
+# Explicit waits, honoured as given.
+_RETRY_AFTER = "retry-after"
+# Reset headers paired with the "remaining" header of the same limit. Groq:
+# x-ratelimit-{remaining,reset}-{requests,tokens} ("7.66s", "2m59.56s"); Anthropic:
+# anthropic-ratelimit-{requests,tokens,...}-{remaining,reset} (RFC 3339).
+_RESET_PAIRS = (
+    ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
+    ("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
+    ("anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-requests-reset"),
+    ("anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-reset"),
+    ("anthropic-ratelimit-input-tokens-remaining", "anthropic-ratelimit-input-tokens-reset"),
+    ("anthropic-ratelimit-output-tokens-remaining", "anthropic-ratelimit-output-tokens-reset"),
 )
+
+
+def _reset_wait(lower: Mapping[str, str], now: float) -> float | None:
+    """The wait the rate-limit reset headers imply.
+
+    Only the limit that actually ran out matters: a 429 on tokens-per-minute must not pause
+    a provider until its *daily request* window resets. When the headers say which limit is
+    exhausted (remaining == 0), its reset wins (the longest, if several are); when they
+    don't, the soonest reset is taken — a probe after it finds out, where guessing long
+    would push traffic to a costlier provider for minutes.
+    """
+    exhausted, unknown = [], []
+    for remaining, reset in _RESET_PAIRS:
+        if reset not in lower:
+            continue
+        seconds = _parse_seconds(str(lower[reset]), now)
+        if seconds is None:
+            continue
+        left = str(lower.get(remaining, "")).strip()
+        if left == "0":
+            exhausted.append(seconds)
+        elif not left:
+            unknown.append(seconds)
+    if exhausted:
+        return max(exhausted)
+    return min(unknown) if unknown else None
 
 
 def retry_after_from(headers: Mapping[str, str] | None, body: Any = None,
@@ -141,11 +173,13 @@ def retry_after_from(headers: Mapping[str, str] | None, body: Any = None,
                 return max(0.0, float(lower["retry-after-ms"]) / 1000)
             except ValueError:
                 pass
-        for name in _RESET_HEADERS[1:]:
-            if name in lower:
-                seconds = _parse_seconds(str(lower[name]), now)
-                if seconds is not None:
-                    return seconds
+        if _RETRY_AFTER in lower:
+            seconds = _parse_seconds(str(lower[_RETRY_AFTER]), now)
+            if seconds is not None:
+                return seconds
+        seconds = _reset_wait(lower, now)
+        if seconds is not None:
+            return seconds
     if isinstance(body, Mapping):
         err = body.get("error")
         details = err.get("details") if isinstance(err, Mapping) else None
