@@ -132,10 +132,12 @@ class SupportBot:
         turn = await self._begin(event)
         reply: Reply | None = None
         streamed = False
-        redactor = StreamRedactor()  # a key split across two chunks is still caught
         for tier in self.tiers:
             try:
                 if isinstance(tier, StreamingTier):
+                    # One per tier: a key split across two chunks is still caught, and a tail
+                    # held back from a tier that failed never leaks into the next tier's text.
+                    redactor = StreamRedactor()
                     async for item in tier.stream(event, turn):
                         if isinstance(item, Reply):
                             reply = item

@@ -51,3 +51,21 @@ def test_stream_redactor_equals_redacting_the_whole_text(text, cuts):
     out = "".join(r.feed(whole[a:b]) for a, b in zip(points, points[1:])) + r.flush()
     assert KEY not in out
     assert out == whole.replace(KEY, "[REDACTED]")
+
+
+async def test_a_tier_failing_mid_stream_does_not_leak_its_held_tail_into_the_next():
+    class FailsAfterAKeyPrefix:
+        name = "llm"
+
+        async def answer(self, event, turn):
+            return None
+
+        async def stream(self, event, turn):
+            yield "Partial answer ending in " + KEY[:6]  # held back: could be the key
+            raise RuntimeError("stream broke")
+
+    bot = SupportBot([FailsAfterAKeyPrefix(), EchoingStream(["Second ", "answer."]), TemplateTier(Renderer())])
+    items = [i async for i in bot.stream(Event("t", "c", "u", "q"))]
+    chunks = items[:-1]
+    assert chunks[0] == "Partial answer ending in "
+    assert "".join(chunks[1:]) == "Second answer." and items[-1].text == "Second answer."
