@@ -15,7 +15,7 @@ from .config import Config
 from .history import HistoryStore
 from .pipeline import SupportBot
 from .rendering import Renderer
-from .tiers import ReplyListener, Tier
+from .tiers import ReplyAmender, ReplyListener, Tier
 from .templates_tier import TemplateTier
 
 __all__ = ["BotParts", "build_bot", "PLUGINS"]
@@ -31,6 +31,7 @@ class BotParts:
     cache: list[Tier] = field(default_factory=list)
     llm: list[Tier] = field(default_factory=list)
     history: HistoryStore | None = None
+    amenders: list[ReplyAmender] = field(default_factory=list)
     listeners: list[ReplyListener] = field(default_factory=list)
     resources: list[object] = field(default_factory=list)
     services: dict[str, object] = field(default_factory=dict)
@@ -62,6 +63,7 @@ def build_bot(config: Config, plugins: tuple[str, ...] | None = None) -> Support
     return SupportBot(
         tiers,
         history=parts.history,
+        amenders=parts.amenders,
         listeners=parts.listeners,
         deadline_s=config.deadline_s,
         resources=parts.resources,

@@ -19,7 +19,7 @@ from .history import HistoryStore, MemoryHistory
 from .logs import kv
 from .models import Attempt, Event, Reply
 from .secrets import StreamRedactor, redact
-from .tiers import ReplyListener, StreamingTier, Tier
+from .tiers import ReplyAmender, ReplyListener, StreamingTier, Tier
 from .turn import Turn, TurnContext
 
 __all__ = ["SupportBot"]
@@ -38,6 +38,7 @@ class SupportBot:
         tiers: Sequence[Tier],
         *,
         history: HistoryStore | None = None,
+        amenders: Sequence[ReplyAmender] = (),
         listeners: Sequence[ReplyListener] = (),
         deadline_s: float = 12.0,
         history_turns: int = 10,
@@ -48,6 +49,7 @@ class SupportBot:
             raise ValueError("SupportBot needs at least one tier (the last one must always answer)")
         self.tiers = list(tiers)
         self.history: HistoryStore = history or MemoryHistory()
+        self.amenders = list(amenders)
         self.listeners = list(listeners)
         self.deadline_s = deadline_s
         self.history_turns = history_turns
@@ -72,7 +74,7 @@ class SupportBot:
             return
         self._closed = True
         seen: set[int] = set()
-        for obj in [*self.tiers, *self.listeners, self.history, *self._resources]:
+        for obj in [*self.tiers, *self.amenders, *self.listeners, self.history, *self._resources]:
             close = getattr(obj, "aclose", None)
             if close is None or id(obj) in seen:
                 continue
@@ -176,6 +178,11 @@ class SupportBot:
         turn.record(Attempt(provider=tier.name, model="", outcome="error", detail=type(error).__name__))
 
     async def _finish(self, event: Event, turn: TurnContext, reply: Reply, start: float) -> Reply:
+        for amender in self.amenders:
+            try:
+                await amender.amend(event, reply, turn)
+            except Exception:
+                log.exception("reply amender %s failed", type(amender).__name__)
         # A provider (or a proxy in front of it) that echoes our request headers must not
         # hand the customer, the ledger or Slack an API key.
         reply.text = redact(reply.text)

@@ -5,8 +5,11 @@ Tiers that can stream also offer `stream()`, yielding text chunks and then at mo
 one `Reply` (none means "pass it on"). Chunks are previews, appended in order;
 the final `Reply.text` is what the customer must be sent.
 
-A *listener* hears about every reply once it is made (the ledger, metrics, handoff
-triggers); a listener's failure is logged and never reaches the customer.
+An *amender* may still change a reply before it is final (the handoff trigger adds
+"a person will take over" to it); amenders run before the reply is saved to the
+history and before any listener hears of it, so the ledger records what was sent.
+A *listener* hears about every final reply (the ledger, metrics, the learned cache);
+an amender's or a listener's failure is logged and never reaches the customer.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from typing import Protocol, runtime_checkable
 from .models import Event, Reply
 from .turn import TurnContext
 
-__all__ = ["Tier", "StreamingTier", "ReplyListener"]
+__all__ = ["Tier", "StreamingTier", "ReplyAmender", "ReplyListener"]
 
 
 @runtime_checkable
@@ -29,6 +32,10 @@ class Tier(Protocol):
 @runtime_checkable
 class StreamingTier(Tier, Protocol):
     def stream(self, event: Event, turn: TurnContext) -> AsyncIterator[str | Reply]: ...
+
+
+class ReplyAmender(Protocol):
+    async def amend(self, event: Event, reply: Reply, turn: TurnContext) -> None: ...
 
 
 class ReplyListener(Protocol):

@@ -230,3 +230,32 @@ async def test_rate_limit_notices_are_not_template_answers(base_env):
             reply = await bot.handle(msg(text))
         assert reply.meta.get("rate_limited") and "handoff" not in reply.meta
         assert await bot.services["handoffs"].state("telegram", "42") == "bot"
+
+
+async def test_the_ledger_and_history_keep_the_reply_with_its_handoff_notice(base_env):
+    """The notice is added before the reply is final: what the customer was sent is what
+    the history (the staff thread, the next LLM prompt) and the ledger keep."""
+    import json
+
+    from bot.models import Reply
+
+    class Llm:
+        name = "llm"
+
+        async def answer(self, event, turn):
+            return Reply(text="Sure, let me see.", tier="llm", provider="p", model="m")
+
+    bot, channel, desk, _ = build(base_env)
+    bot.tiers.insert(1, Llm())
+    async with bot:
+        reply = await bot.handle(msg("can I talk to a real person?"))
+        assert "join this conversation" in reply.text
+        history = await bot.history.recent("42", 10)
+        assert [t.text for t in history if t.role == "assistant"] == [reply.text]
+    from bot.ledger.store import connect
+    conn = connect(bot.services["config"].data_dir / "ledger.sqlite3", readonly=True)
+    try:
+        (meta,) = conn.execute("SELECT meta FROM messages").fetchone()
+    finally:
+        conn.close()
+    assert json.loads(meta)["handoff"] == "opened"

@@ -1,4 +1,4 @@
-"""Installs the handoff: the gate tier, the trigger listener, the store, the
+"""Installs the handoff: the gate tier, the trigger (a reply amender), the store, the
 `rate` callback handler and `services["handoffs"]`."""
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def install(parts: "BotParts") -> None:
     service = HandoffService(store, parts.services, hours=hours, messages=messages,
                              history=parts.history, person_patterns=patterns)
     parts.gates.append(HandoffGate(service))
-    parts.listeners.append(HandoffTrigger(service))
+    parts.amenders.append(HandoffTrigger(service))
     parts.resources.append(store)
     parts.services["handoffs"] = service
     handlers = parts.services.setdefault("callback_handlers", {})

@@ -1,9 +1,11 @@
 """Opens a handoff when the customer asks for a person, or when the bot could only
 answer from the last-resort templates twice in a row.
 
-A reply listener, so it sees what every tier did: the templates tier flags requests
-(`meta["handoff_requested"]`), and the customer's own words are checked too, because
-an earlier tier (cache, LLM) may have answered a "can I talk to a human?".
+A reply amender: it runs before the reply is final, so the customer, the history and
+the ledger all get the text with the handoff notice. It sees what every tier did: the
+templates tier flags requests (`meta["handoff_requested"]`), and the customer's own
+words are checked too, because an earlier tier (cache, LLM) may have answered a
+"can I talk to a human?".
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ class HandoffTrigger:
     def __init__(self, service: HandoffService) -> None:
         self.service = service
 
-    async def on_reply(self, event: Event, reply: Reply, turn: TurnContext) -> None:
+    async def amend(self, event: Event, reply: Reply, turn: TurnContext) -> None:
         if turn.route == "staff" or reply.tier == "staff" or not self.service.staffed:
             return
         if reply.meta.get("rate_limited"):
