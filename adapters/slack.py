@@ -92,6 +92,7 @@ HISTORY_TURNS = 8
 RECOVER_AFTER_S = 30.0
 RELAYED_SUBTYPES = (None, "thread_broadcast", "file_share")
 OUTBOX_PLATFORM = "slack"
+SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
 # Web API errors that no retry can fix: the outbox parks the post instead of retrying.
 PERMANENT_ERRORS = {"channel_not_found", "not_in_channel", "is_archived", "msg_too_long", "no_text",
                     "invalid_blocks", "message_not_found", "cant_update_message", "invalid_arguments"}
@@ -104,6 +105,9 @@ class SlackSettings:
     staff_channel: str
     api_url: str = DEFAULT_API_URL
     report_channel: str | None = None
+    # Slack user IDs allowed to change what the bot tells customers (`/tierbot faq add|remove`).
+    # Anyone in a workspace can run a slash command, so nobody may unless named here.
+    faq_editors: frozenset[str] = frozenset()
 
     @classmethod
     def from_config(cls, config: Config) -> "SlackSettings | None":
@@ -118,10 +122,15 @@ class SlackSettings:
         api_url = config.get("SLACK_API_URL", DEFAULT_API_URL) or DEFAULT_API_URL
         if not api_url.startswith(("http://", "https://")):
             raise ConfigError(f"SLACK_API_URL must be an http(s) URL, got {api_url!r}")
+        editors = frozenset(u.strip() for u in (config.get("SLACK_FAQ_EDITORS") or "").split(",") if u.strip())
+        bad = sorted(u for u in editors if not SLACK_USER_ID.fullmatch(u))
+        if bad:
+            raise ConfigError(f"SLACK_FAQ_EDITORS must be Slack user IDs such as U0123ABCD, separated by "
+                              f"commas; not a user ID: {', '.join(bad)}")
         return cls(token=token, signing_secret=secret,  # type: ignore[arg-type]
                    staff_channel=config.get("SLACK_STAFF_CHANNEL"),  # type: ignore[arg-type]
                    api_url=api_url if api_url.endswith("/") else api_url + "/",
-                   report_channel=config.get("SLACK_REPORT_CHANNEL"))
+                   report_channel=config.get("SLACK_REPORT_CHANNEL"), faq_editors=editors)
 
 
 def web_client(settings: SlackSettings) -> AsyncWebClient:

@@ -157,6 +157,10 @@ class StaffCommands:
             if len(entries) > 40:
                 lines.append(f"…and {len(entries) - 40} more")
             return "\n".join(lines)
+        if args[0] in ("add", "remove") and command.get("user_id") not in self.adapter.settings.faq_editors:
+            log.warning(kv(event="faq_change_refused", action=args[0], user=command.get("user_id")))
+            return ("Only FAQ editors can change the FAQ: an admin lists their Slack user IDs "
+                    "in `SLACK_FAQ_EDITORS`. Nothing was changed.")
         if args[0] == "add":
             if len(args) != 3:
                 return 'Usage: `/tierbot faq add "question" "answer"` (quote both).'

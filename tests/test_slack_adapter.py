@@ -334,8 +334,20 @@ async def test_slash_tierbot_handoffs_and_stats(h, fake):
     assert "Unknown subcommand" in body and "Usage" in body
 
 
-async def test_slash_faq_add_list_remove_changes_what_customers_get(h, fake):
+async def test_slash_faq_add_list_remove_changes_what_customers_get(fake, slack_env):
+    h = await Harness(fake, {**slack_env, "SLACK_FAQ_EDITORS": "U0ALICE, U0BOB"}).start()
+    try:
+        await _faq_add_list_remove(h, fake)
+    finally:
+        await h.stop()
+
+
+async def _faq_add_list_remove(h, fake):
     question, answer = "Do you ship to Norway?", "Yes, we ship to Norway in 3-6 business days."
+    _, body = await fake.send_command(f'faq add "{question}" "{answer}"', user="U0EVE")
+    assert "Only FAQ editors" in body and "Nothing was changed" in body
+    _, body = await fake.send_command("faq list", user="U0EVE")  # reading is for all staff
+    assert "FAQ is empty" in body
     _, body = await fake.send_command(f'faq add "{question}" "{answer}"')
     assert "Added to FAQ entry" in body
     entry_id = body.split("`")[1]
@@ -347,6 +359,9 @@ async def test_slash_faq_add_list_remove_changes_what_customers_get(h, fake):
 
     _, body = await fake.send_command("faq add only-a-question")
     assert "Usage" in body
+    _, body = await fake.send_command(f"faq remove {entry_id}", user="U0EVE")
+    assert "Only FAQ editors" in body
+    assert (await h.customer("do you ship to norway?", conv="45")).tier == "cache"
     _, body = await fake.send_command(f"faq remove {entry_id}")
     assert "Removed" in body
     _, body = await fake.send_command(f"faq remove {entry_id}")
@@ -359,6 +374,9 @@ def test_half_configured_slack_is_a_clear_error():
     assert SlackSettings.from_config(Config(env={})) is None
     with pytest.raises(ConfigError, match="SLACK_SIGNING_SECRET, SLACK_STAFF_CHANNEL"):
         SlackSettings.from_config(Config(env={"SLACK_BOT_TOKEN": TOKEN}))
+    with pytest.raises(ConfigError, match="SLACK_FAQ_EDITORS.*not a user ID: bob@example.com"):
+        SlackSettings.from_config(Config(env={"SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+                                              "SLACK_STAFF_CHANNEL": "C1", "SLACK_FAQ_EDITORS": "U01,bob@example.com"}))
     with pytest.raises(ConfigError, match="SLACK_API_URL"):
         SlackSettings.from_config(Config(env={"SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
                                               "SLACK_STAFF_CHANNEL": "C1", "SLACK_API_URL": "ftp://x"}))
