@@ -84,11 +84,12 @@ async def test_context_system_prompt_and_last_turns_reach_the_model(fp, tmp_path
 
 async def test_image_goes_only_to_vision_models_with_the_image(fp, tmp_path):
     image = Attachment(kind="image", mime_type="image/png", data=b"\x89PNG fake")
-    async with make_bot(llm_env(fp, tmp_path)) as bot:
+    # Groq's default models read text only; an operator names a Groq vision model.
+    async with make_bot(llm_env(fp, tmp_path, TIERBOT_GROQ_VISION_MODELS="qwen/qwen3.6-27b")) as bot:
         reply = await bot.handle(ev("Is this damaged?", attachments=(image,)))
     assert reply.attempts[0].outcome == "skipped:no_vision"
     assert reply.attempts[0].model == MODELS["groq"]
-    assert reply.model == "meta-llama/llama-4-scout-17b-16e-instruct"
+    assert reply.model == "qwen/qwen3.6-27b"
     parts = fp.groq.requests[0].body["messages"][-1]["content"]
     assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
 
@@ -110,7 +111,7 @@ async def test_image_url_carrying_a_secret_never_reaches_a_provider(fp, tmp_path
     image = Attachment(kind="image", mime_type="image/jpeg",
                        url=f"https://api.telegram.org/file/bot{token}/photos/file_1.jpg")
     env = llm_env(fp, tmp_path, chain=chain, TELEGRAM_BOT_TOKEN=token,
-                  TIERBOT_GROQ_MODELS="meta-llama/llama-4-scout-17b-16e-instruct")
+                  TIERBOT_GROQ_MODELS="qwen/qwen3.6-27b", TIERBOT_GROQ_VISION_MODELS="qwen/qwen3.6-27b")
     async with make_bot(env) as bot:
         reply = await bot.handle(ev("What is in this picture?", attachments=(image,)))
     assert reply.provider == chain

@@ -31,14 +31,16 @@ KEY_VARS = {"groq": "GROQ_API_KEY", "gemini": "GEMINI_API_KEY", "claude": "ANTHR
 BASE_URL_VARS = {"groq": "GROQ_BASE_URL", "gemini": "GEMINI_BASE_URL", "claude": "ANTHROPIC_BASE_URL"}
 ALIASES = {"anthropic": "claude", "google": "gemini"}
 
-# Current, widely available models; first is tried first. Operators override freely.
+# Current, non-deprecated models as of 2026-11-25 (README "Models and prices"); the cheap,
+# fast one first, a stronger one as fallback. Operators override freely.
 DEFAULT_MODELS: dict[str, tuple[str, ...]] = {
-    "groq": ("llama-3.3-70b-versatile", "llama-3.1-8b-instant"),
-    "gemini": ("gemini-2.5-flash", "gemini-2.5-flash-lite"),
-    "claude": ("claude-haiku-4-5", "claude-sonnet-4-5"),
+    "groq": ("openai/gpt-oss-20b", "openai/gpt-oss-120b"),
+    "gemini": ("gemini-3.5-flash-lite", "gemini-3.8-flash"),
+    "claude": ("claude-haiku-5-5", "claude-sonnet-5-5"),
 }
+# Groq's default models read text only; images go to Gemini and Claude, whose models all see them.
 DEFAULT_VISION: dict[str, tuple[str, ...]] = {
-    "groq": ("meta-llama/llama-4-scout-17b-16e-instruct",),
+    "groq": (),
     "gemini": ("*",),
     "claude": ("*",),
 }
