@@ -70,7 +70,7 @@ class Breaker:
                 return "breaker_probing"
             return None
         if now < self.paused_until:
-            return "rate_limited"
+            return E.MODEL_GONE if self.last_reason == E.MODEL_GONE else "rate_limited"
         return None
 
     def acquire(self) -> bool:
@@ -111,6 +111,11 @@ class Breaker:
                 self.probing = False
                 self.open_until = max(self.open_until, self.paused_until)
             return
+        if outcome == E.MODEL_GONE:
+            # The provider no longer serves this model: skip it (not its siblings) for long.
+            self.paused_until = max(self.paused_until, now + E.MODEL_GONE_PAUSE_S)
+            self.release(was_probe)
+            return
         if outcome not in E.HEALTH_FAILURES:
             self.release(was_probe)
             return
@@ -128,6 +133,19 @@ class Breaker:
         elif retry_after:
             # e.g. 503/529 with Retry-After: honour it even before the breaker opens.
             self.paused_until = max(self.paused_until, now + min(retry_after, MAX_PAUSE_S))
+
+    def trip(self, reason: str) -> None:
+        """Open now, before the failures are counted: the host went silent (stalls.py) while
+        requests waited on it. An open breaker is left alone — a stalled probe gets its
+        verdict from its own failure (cooldown doubled), not twice."""
+        if self.disabled or self.opened:
+            return
+        self.last_reason = reason
+        self.current_cooldown = self.cooldown
+        self.opened, self.probing = True, False
+        self.open_until = self.clock() + self.cooldown
+        for cb in self._on_open:
+            cb(self, reason)
 
     def disable(self, reason: str) -> None:
         newly = self.disabled is None

@@ -206,6 +206,8 @@ class ChainTier:
             host.success()  # it answered: the host is reachable
             if err.outcome == E.AUTH:
                 self.disable(step.provider, err)
+            elif err.outcome == E.MODEL_GONE and model.available() != E.MODEL_GONE:
+                self._model_gone(step, err)
             model.failure(err.outcome, err.retry_after, probes[1])
         self.record(turn, outcome)
 
@@ -235,6 +237,13 @@ class ChainTier:
 
         log.error(kv(provider=provider, outcome="auth", status=err.status,
                      action="switched_off_until_restart", fix=f"check {KEY_VARS.get(provider, 'its API key')}"))
+
+    def _model_gone(self, step: Step, err: E.ProviderError) -> None:
+        """Loud, once per pause: only the operator can replace a retired model name."""
+        log.error(kv(provider=step.provider, model=step.model, outcome=E.MODEL_GONE, status=err.status,
+                     action=f"model_skipped_for_{E.MODEL_GONE_PAUSE_S:g}s",
+                     fix=f"the provider no longer serves {step.model}; "
+                         f"set TIERBOT_{step.provider.upper()}_MODELS to a current model"))
 
     def _reply(self, outcome: Outcome, turn: TurnContext, **meta: Any) -> Reply:
         step, comp = outcome.step, outcome.completion

@@ -7,7 +7,7 @@ import asyncio
 import time
 
 from ..secrets import mask
-from .errors import ProviderError
+from .errors import MODEL_GONE, ProviderError
 from .providers.base import Message, Request
 from .routes import BASE_URL_VARS, KEY_VARS, LLMSettings
 
@@ -48,6 +48,9 @@ async def run_check(args: argparse.Namespace) -> int:
             ms = (time.perf_counter() - t0) * 1000
             extra = f" retry_after={e.retry_after:g}s" if e.retry_after is not None else ""
             print(f"  {name}/{model}: FAILED outcome={e.outcome} ({e.detail}){extra} after {ms:.0f} ms")
+            if e.outcome == MODEL_GONE:
+                print(f"  {name}/{model}: the provider no longer serves this model (retired or unknown id): "
+                      f"set TIERBOT_{name.upper()}_MODELS to a current model")
         except TimeoutError:
             print(f"  {name}/{model}: FAILED outcome=timeout (no answer within {timeout:g}s)")
     for p in providers.values():

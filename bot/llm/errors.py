@@ -15,7 +15,8 @@ from typing import Any
 __all__ = [
     "ProviderError", "classify_status", "retry_after_from", "OK", "RATE_LIMITED", "OVERLOADED",
     "SERVER_ERROR", "TIMEOUT", "CONNECTION", "AUTH", "BAD_REQUEST", "MALFORMED", "EMPTY",
-    "CONTENT_FILTERED", "STREAM_CUT", "HEALTH_FAILURES", "TRANSPORT_FAILURES",
+    "CONTENT_FILTERED", "STREAM_CUT", "STALLED", "HEALTH_FAILURES", "TRANSPORT_FAILURES", "MODEL_GONE",
+    "MODEL_GONE_PAUSE_S",
 ]
 
 OK = "ok"
@@ -30,11 +31,19 @@ MALFORMED = "malformed"            # 200 with a body we cannot read
 EMPTY = "empty"                    # 200 with no text
 CONTENT_FILTERED = "content_filtered"  # the provider's safety system refused
 STREAM_CUT = "stream_cut"          # a stream broke after text had been produced
+STALLED = "stalled"                # left before its timeout: the host had gone silent (stalls.py)
+MODEL_GONE = "model_gone"          # the provider no longer serves this model (retired / unknown id)
+
+# A gone model is skipped (its siblings are not) for this long: a retired model does not
+# come back, but a typo fixed by a redeploy restarts the process anyway, and a provider's
+# passing mistake should not cost the model until restart.
+MODEL_GONE_PAUSE_S = 3600.0
 
 # Outcomes that say something about the provider's health (feed its breaker).
-HEALTH_FAILURES = frozenset({OVERLOADED, SERVER_ERROR, TIMEOUT, CONNECTION, MALFORMED, EMPTY, STREAM_CUT})
+HEALTH_FAILURES = frozenset({OVERLOADED, SERVER_ERROR, TIMEOUT, CONNECTION, MALFORMED, EMPTY, STREAM_CUT,
+                             STALLED})
 # Outcomes that say the host itself is unreachable (feed the provider-wide breaker).
-TRANSPORT_FAILURES = frozenset({TIMEOUT, CONNECTION})
+TRANSPORT_FAILURES = frozenset({TIMEOUT, CONNECTION, STALLED})
 
 
 class ProviderError(Exception):
@@ -73,6 +82,18 @@ def _error_words(body: Any) -> str:
     return " ".join(str(err.get(k, "")) for k in ("type", "status", "code", "message")).lower()
 
 
+def _model_gone(status: int, words: str) -> bool:
+    """The provider says the requested model does not exist (any more). Wire formats:
+    Anthropic 404 {"type":"error","error":{"type":"not_found_error","message":"model: <id>"}};
+    Groq 400 code "model_decommissioned" / 404 code "model_not_found"; Gemini 404
+    {"error":{"code":404,"status":"NOT_FOUND","message":"models/<id> is not found for API
+    version v1beta, or is not supported for generateContent. ..."}}. A 404 that does not
+    name a model (a wrong base URL or path) is not this."""
+    if "model_decommissioned" in words or "model_not_found" in words:
+        return True
+    return status == 404 and "not_found" in words and "model" in words
+
+
 def classify_status(status: int, body: Any = None) -> str:
     """The outcome for an HTTP error status (and its error body)."""
     words = _error_words(body)
@@ -81,6 +102,8 @@ def classify_status(status: int, body: Any = None) -> str:
     if (status in (401, 403) or "authentication" in words or "permission_denied" in words
             or "api key not valid" in words or "api_key_invalid" in words):
         return AUTH
+    if status in (400, 404) and _model_gone(status, words):
+        return MODEL_GONE
     if status in (503, 529) or any(w in words for w in _OVERLOAD_WORDS):
         return OVERLOADED
     if status == 408 or status == 504:

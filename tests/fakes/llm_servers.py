@@ -13,6 +13,14 @@ Behaviour per request is scriptable and every request is recorded:
 
 Connection refused cannot be a per-request behaviour (the socket must not exist):
 point a provider at `fp.dead_url` (`fp.env(refused={"groq"})`).
+
+Per model, as the real APIs answer (all off by default):
+
+    fp.claude.retired.add("claude-sonnet-4-5")   # every request for it: the provider's "model gone"
+    fp.groq.unknown.add("llama-9")                # an id the provider never had
+    fp.claude.current_rules.add("claude-haiku-5-5")  # 400 for sampling params / a prefill, like
+                                                  # Claude 4.6 and later (Haiku 5.5, Sonnet 5.5)
+    fp.claude.default = ok("Hi", thinking="Let me see")  # a thinking block before the text
 """
 from __future__ import annotations
 
@@ -31,6 +39,7 @@ __all__ = [
     "Behaviour", "Recorded", "FakeServer", "FakeGroq", "FakeAnthropic", "FakeGemini", "FakeProviders",
     "ok", "rate_limited", "server_error", "overloaded", "black_hole", "reset", "malformed", "empty",
     "auth_error", "bad_request", "cut", "safety", "KEYS", "dead_url", "RemoteFakes", "spawn_fakes",
+    "quota_none", "quota_exhausted", "QUOTA_SHAPES", "EXHAUSTED_WAIT",
 ]
 
 KEYS = {"groq": "gsk_test_groq_key_0123456789", "gemini": "AIza_test_gemini_key_0123456789",
@@ -49,6 +58,11 @@ class Behaviour:
     cut_after: int = 2             # chunks sent before a "cut" stream breaks
     input_tokens: int = 20
     output_tokens: int | None = None  # default: the number of words in `text`
+    # What a 429 says about quotas (see QUOTA_SHAPES): "" = the headers these fakes always
+    # sent (kept for existing tests), "none" = no quota hint at all, "exhausted" = the
+    # provider's real "a quota ran out" shape, with its own wait.
+    quota: str = ""
+    thinking: str = ""             # Claude: a thinking block before the text (its events count for cut_after)
 
     @property
     def out_tokens(self) -> int:
@@ -65,6 +79,30 @@ def ok(text: str = Behaviour.text, latency: float = 0.0, **kw: Any) -> Behaviour
 
 def rate_limited(retry_after: float | None = 2.0, **kw: Any) -> Behaviour:
     return Behaviour("rate_limited", retry_after=retry_after, **kw)
+
+
+# The 429 shapes the fakes can send, modelled on documented or reported real responses:
+#   "none"      no quota hint: no Retry-After, no RetryInfo, no exhausted limit. Gemini and
+#               Vertex send this for shared-capacity exhaustion ("Resource exhausted. Please
+#               try again later.", google-gemini/gemini-cli#14811, googleapis/python-genai#2001).
+#               Groq documents retry-after on every 429, so for Groq this is the worst case;
+#               its x-ratelimit-* headers (always sent) show quota left, as in its docs' example.
+#   "exhausted" a quota ran out and the provider says until when: Groq's TPM message with
+#               retry-after and x-ratelimit-remaining-tokens: 0 (Aider-AI/aider#3265 shows the
+#               message); Gemini's QuotaFailure + RetryInfo; Anthropic's retry-after with
+#               anthropic-ratelimit-requests-remaining: 0.
+QUOTA_SHAPES = ("", "none", "exhausted")
+EXHAUSTED_WAIT = {"groq": 7.66, "gemini": 39.0, "claude": 20.0}  # when the Behaviour sets none
+
+
+def quota_none(**kw: Any) -> Behaviour:
+    """A 429 carrying no quota hint at all."""
+    return Behaviour("rate_limited", retry_after=None, quota="none", **kw)
+
+
+def quota_exhausted(retry_after: float | None = None, **kw: Any) -> Behaviour:
+    """A 429 saying a quota ran out (wait: `retry_after`, else the provider's usual one)."""
+    return Behaviour("rate_limited", retry_after=retry_after, quota="exhausted", **kw)
 
 
 def server_error(**kw: Any) -> Behaviour:
@@ -142,6 +180,8 @@ class FakeServer:
         self.per_model: dict[str, Behaviour] = {}
         self._script: deque[Behaviour] = deque()
         self.requests: list[Recorded] = []
+        self.retired: set[str] = set()   # models the provider has retired (decommissioned)
+        self.unknown: set[str] = set()   # model ids the provider never had
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self.url = ""
@@ -154,6 +194,8 @@ class FakeServer:
         self.default, self.per_model = ok(), {}
         self._script.clear()
         self.requests.clear()
+        self.retired.clear()
+        self.unknown.clear()
 
     def _next(self, model: str) -> Behaviour:
         if self._script:
@@ -213,6 +255,11 @@ class FakeServer:
                                       peer=f"{peer[0]}:{peer[1]}" if peer else ""))
         if not self._authorised(request):
             return self.error(401)
+        if model in self.retired or model in self.unknown:
+            return self.model_gone(model, retired=model in self.retired)
+        refused = self.reject(model, body)
+        if refused is not None:
+            return refused
         b = self._next(model)
         if b.latency:
             await asyncio.sleep(b.latency)
@@ -225,6 +272,8 @@ class FakeServer:
             return web.Response()
         status = {"rate_limited": 429, "server_error": 500, "overloaded": self.overload_status,
                   "auth": 401, "bad_request": 400}.get(b.kind)
+        if status == 429 and b.quota:
+            return self.rate_error(b.quota, b.retry_after)
         if status:
             return self.error(status, b.retry_after)
         if b.kind == "malformed" and stream:
@@ -274,6 +323,18 @@ class FakeServer:
 
     def error(self, status: int, retry_after: float | None = None) -> web.Response:
         raise NotImplementedError
+
+    def rate_error(self, quota: str, retry_after: float | None) -> web.Response:
+        """A 429 of one of the QUOTA_SHAPES ("none" or "exhausted")."""
+        raise NotImplementedError
+
+    def model_gone(self, model: str, retired: bool) -> web.Response:
+        """The provider's answer for a retired or unknown model id."""
+        raise NotImplementedError
+
+    def reject(self, model: str, body: Any) -> web.Response | None:
+        """A 400 the real API gives this model for this request body, or None."""
+        return None
 
     def completion(self, model: str, b: Behaviour) -> dict:
         raise NotImplementedError
@@ -326,6 +387,37 @@ class FakeGroq(FakeServer):
         return web.json_response({"error": {"message": msg, "type": typ, "code": code}}, status=status,
                                  headers=_retry_headers(retry_after, headers))
 
+    def rate_error(self, quota: str, retry_after: float | None) -> web.Response:
+        headers = {"x-request-id": "req_" + uuid.uuid4().hex[:12], "x-ratelimit-limit-requests": "14400",
+                   "x-ratelimit-limit-tokens": "18000", "x-ratelimit-remaining-requests": "14370",
+                   "x-ratelimit-reset-requests": "2m59.56s"}
+        if quota == "exhausted":
+            wait = EXHAUSTED_WAIT["groq"] if retry_after is None else retry_after
+            headers.update({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": f"{wait:g}s",
+                            "retry-after": str(max(1, round(wait)))})
+            msg = ("Rate limit reached for model `llama-3.3-70b-versatile` in organization `org_fake` service "
+                   "tier `on_demand` on tokens per minute (TPM): Limit 18000, Used 17990, Requested 120. "
+                   f"Please try again in {wait:g}s. Visit https://console.groq.com/docs/rate-limits for more "
+                   "information.")
+            typ = "tokens"
+        else:
+            headers.update({"x-ratelimit-remaining-tokens": "17997", "x-ratelimit-reset-tokens": "7.66s"})
+            msg, typ = "Rate limit reached for model. Please try again later.", "requests"
+        return web.json_response({"error": {"message": msg, "type": typ, "code": "rate_limit_exceeded"}},
+                                 status=429, headers=headers)
+
+    def model_gone(self, model: str, retired: bool) -> web.Response:
+        # Real bodies: 400 model_decommissioned (a retired model), 404 model_not_found (an unknown id).
+        if retired:
+            status, code = 400, "model_decommissioned"
+            msg = (f"The model `{model}` has been decommissioned and is no longer supported. Please refer to "
+                   "https://console.groq.com/docs/deprecations for a recommendation on which model to use instead.")
+        else:
+            status, code = 404, "model_not_found"
+            msg = f"The model `{model}` does not exist or you do not have access to it."
+        return web.json_response({"error": {"message": msg, "type": "invalid_request_error", "code": code}},
+                                 status=status, headers={"x-request-id": "req_" + uuid.uuid4().hex[:12]})
+
     def _usage(self, b: Behaviour) -> dict:
         return {"prompt_tokens": b.input_tokens, "completion_tokens": b.out_tokens,
                 "total_tokens": b.input_tokens + b.out_tokens, "queue_time": 0.01,
@@ -370,8 +462,39 @@ class FakeAnthropic(FakeServer):
     preamble_events = 3  # message_start, content_block_start, ping
     malformed_sse = b'event: message_start\ndata: {"type": "message_start", "mess\n\n'
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Models that answer like Claude 4.6 and later (Haiku 5.5, Sonnet 5.5): 400 for sampling
+        # parameters and for an assistant prefill (a last turn from the assistant).
+        self.current_rules: set[str] = set()
+
+    def reset_state(self) -> None:
+        super().reset_state()
+        self.current_rules.clear()
+
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/v1/messages", self._route)]
+
+    def _invalid(self, message: str) -> web.Response:
+        return web.json_response({"type": "error", "error": {"type": "invalid_request_error", "message": message},
+                                  "request_id": "req_" + uuid.uuid4().hex[:24]}, status=400)
+
+    def model_gone(self, model: str, retired: bool) -> web.Response:
+        # Retired and unknown ids get the same answer from the Messages API.
+        return web.json_response({"type": "error", "error": {"type": "not_found_error", "message": f"model: {model}"},
+                                  "request_id": "req_" + uuid.uuid4().hex[:24]}, status=404)
+
+    def reject(self, model: str, body: Any) -> web.Response | None:
+        if model not in self.current_rules or not isinstance(body, dict):
+            return None
+        for param in ("temperature", "top_p", "top_k"):
+            if param in body:
+                return self._invalid(f"`{param}` is deprecated for this model.")
+        messages = body.get("messages") or []
+        if messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant":
+            return self._invalid("This model does not support assistant message prefill. "
+                                 "The conversation must end with a user message.")
+        return None
 
     async def _route(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -398,28 +521,58 @@ class FakeAnthropic(FakeServer):
         return web.json_response({"type": "error", "error": {"type": typ, "message": msg}}, status=status,
                                  headers=_retry_headers(retry_after, headers))
 
-    def _message(self, model: str, b: Behaviour, text: str, stop: str | None, out: int) -> dict:
+    def rate_error(self, quota: str, retry_after: float | None) -> web.Response:
+        headers = {"request-id": "req_" + uuid.uuid4().hex[:12]}
+        msg = "Request rejected: temporarily over capacity. Please try again."
+        if quota == "exhausted":
+            wait = EXHAUSTED_WAIT["claude"] if retry_after is None else retry_after
+            reset = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + wait))
+            headers.update({"retry-after": str(max(1, round(wait))), "anthropic-ratelimit-requests-limit": "50",
+                            "anthropic-ratelimit-requests-remaining": "0", "anthropic-ratelimit-requests-reset": reset,
+                            "anthropic-ratelimit-tokens-limit": "50000", "anthropic-ratelimit-tokens-remaining": "48200"})
+            msg = ("This request would exceed the rate limit for your organization of 50 requests per minute. "
+                   "For details, refer to: https://docs.claude.com/en/api/rate-limits.")
+        return web.json_response({"type": "error", "error": {"type": "rate_limit_error", "message": msg}},
+                                 status=429, headers=headers)
+
+    def _message(self, model: str, b: Behaviour, text: str, stop: str | None, out: int,
+                 thinking: bool = False) -> dict:
+        content: list[dict] = []
+        if thinking and b.thinking:
+            content.append({"type": "thinking", "thinking": b.thinking, "signature": "sig_" + uuid.uuid4().hex})
+        if text:
+            content.append({"type": "text", "text": text})
         return {"id": "msg_" + uuid.uuid4().hex[:24], "type": "message", "role": "assistant", "model": model,
-                "content": [{"type": "text", "text": text}] if text else [], "stop_reason": stop,
+                "content": content, "stop_reason": stop,
                 "stop_sequence": None, "usage": {"input_tokens": b.input_tokens, "output_tokens": out}}
 
     def completion(self, model: str, b: Behaviour) -> dict:
         if b.kind in ("empty", "safety"):
             return self._message(model, b, "", "refusal" if b.kind == "safety" else "end_turn", 0)
-        return self._message(model, b, b.text, "end_turn", b.out_tokens)
+        return self._message(model, b, b.text, "end_turn", b.out_tokens, thinking=True)
 
     def sse_events(self, model: str, b: Behaviour) -> list[str]:
         def ev(kind: str, data: dict) -> str:
             return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n"
 
         start = self._message(model, b, "", None, 1)
-        events = [ev("message_start", {"message": start}),
-                  ev("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
-                  ev("ping", {})]
+        events = [ev("message_start", {"message": start})]
+        ti = 0  # the text block's index: 1 after a thinking block
+        if b.thinking and b.kind not in ("empty", "safety"):
+            events += [ev("content_block_start", {"index": 0, "content_block": {"type": "thinking", "thinking": "",
+                                                                                 "signature": ""}}),
+                       ev("content_block_delta", {"index": 0, "delta": {"type": "thinking_delta",
+                                                                        "thinking": b.thinking}}),
+                       ev("content_block_delta", {"index": 0, "delta": {"type": "signature_delta",
+                                                                        "signature": "sig_fake"}}),
+                       ev("content_block_stop", {"index": 0})]
+            ti = 1
+        events += [ev("content_block_start", {"index": ti, "content_block": {"type": "text", "text": ""}}),
+                   ev("ping", {})]
         pieces = [] if b.kind in ("empty", "safety") else b.chunks()
-        events += [ev("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": p}}) for p in pieces]
+        events += [ev("content_block_delta", {"index": ti, "delta": {"type": "text_delta", "text": p}}) for p in pieces]
         stop = "refusal" if b.kind == "safety" else "end_turn"
-        events += [ev("content_block_stop", {"index": 0}),
+        events += [ev("content_block_stop", {"index": ti}),
                    ev("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None},
                                         "usage": {"output_tokens": b.out_tokens if pieces else 0}}),
                    ev("message_stop", {})]
@@ -458,6 +611,30 @@ class FakeGemini(FakeServer):
         if status == 429 and retry_after is not None:
             err["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after:g}s"}]
         return web.json_response({"error": err}, status=status)
+
+    def rate_error(self, quota: str, retry_after: float | None) -> web.Response:
+        err: dict[str, Any] = {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": (
+            "Resource exhausted. Please try again later. Please refer to "
+            "https://cloud.google.com/vertex-ai/generative-ai/docs/error-code-429 for more details.")}
+        if quota == "exhausted":
+            wait = EXHAUSTED_WAIT["gemini"] if retry_after is None else retry_after
+            err["message"] = ("You exceeded your current quota, please check your plan and billing details. "
+                              f"Please retry in {wait:g}s.")
+            err["details"] = [
+                {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{
+                    "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                    "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+                    "quotaDimensions": {"location": "global", "model": "gemini-2.5-flash"}, "quotaValue": "10"}]},
+                {"@type": "type.googleapis.com/google.rpc.Help",
+                 "links": [{"description": "Learn more about Gemini API quotas",
+                            "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}]},
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{round(wait)}s"}]
+        return web.json_response({"error": err}, status=429)
+
+    def model_gone(self, model: str, retired: bool) -> web.Response:
+        msg = (f"models/{model} is not found for API version v1beta, or is not supported for generateContent. "
+               "Call ListModels to see the list of available models and their supported methods.")
+        return web.json_response({"error": {"code": 404, "message": msg, "status": "NOT_FOUND"}}, status=404)
 
     def _response(self, model: str, b: Behaviour, text: str, finish: str | None, out: int) -> dict:
         resp: dict[str, Any] = {"modelVersion": model, "responseId": uuid.uuid4().hex[:16],

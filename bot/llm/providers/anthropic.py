@@ -1,7 +1,14 @@
 """Claude through the official `anthropic.AsyncAnthropic` SDK (Messages API).
 
 SDK retries off; httpx pool sized for concurrency. A cut stream is continued with
-Claude's assistant prefill: the partial text becomes the start of its answer.
+Claude's assistant prefill (the partial text becomes the start of its answer) on the
+models that still accept one; Claude 4.6 and later (Haiku 5.5, Sonnet 5.5, ...) answer a
+prefill with 400, so there the partial answer is sent as an assistant turn followed by a
+user turn asking to continue, as for the other providers.
+
+Requests carry no sampling parameters (temperature/top_p/top_k: a 400 on the current
+models) and no thinking settings (each model's default); replies are read by block type,
+so a thinking block before the text is skipped, never shown.
 """
 from __future__ import annotations
 
@@ -12,10 +19,22 @@ from typing import Any
 import anthropic
 
 from .. import errors as E
-from .base import Completion, Request, StreamState, finish_stream, shareable_url, with_progress
+from .base import CONTINUE_INSTRUCTION, Completion, Request, StreamState, finish_stream, shareable_url, with_progress
 from .sdk_errors import http_module, translate
 
-__all__ = ["AnthropicProvider", "anthropic_messages"]
+__all__ = ["AnthropicProvider", "anthropic_messages", "accepts_prefill"]
+
+# Model ids (and their dated snapshots) that still accept an assistant prefill: Claude 4.5
+# and earlier. Every other id, including ones not yet released, gets the user-turn form,
+# which every model accepts ("Prefilling assistant messages returns a 400 error on Claude
+# 4.6 models", platform.claude.com/docs/en/about-claude/models/migration-guide; the Haiku 5.5
+# migration guide: end messages with a user turn instead).
+_PREFILL_MODELS = ("claude-3", "claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-5", "claude-opus-4-1",
+                   "claude-opus-4-0", "claude-sonnet-4-0", "claude-opus-4-2025", "claude-sonnet-4-2025")
+
+
+def accepts_prefill(model: str) -> bool:
+    return model.startswith(_PREFILL_MODELS)
 
 
 def _image_block(img) -> dict[str, Any] | None:
@@ -28,9 +47,10 @@ def _image_block(img) -> dict[str, Any] | None:
     return None
 
 
-def anthropic_messages(request: Request) -> list[dict[str, Any]]:
+def anthropic_messages(request: Request, prefill: bool = True) -> list[dict[str, Any]]:
     """Claude's format: alternating user/assistant turns (same-role neighbours merged),
-    starting with a user turn; images as image blocks; a cut answer as prefill."""
+    starting with a user turn; images as image blocks; a cut answer as prefill, or (with
+    `prefill=False`) as an assistant turn plus a user turn asking to continue."""
     out: list[dict[str, Any]] = []
     for m in request.messages:
         blocks: list[dict[str, Any]] = [b for b in (_image_block(i) for i in m.images) if b]
@@ -42,8 +62,15 @@ def anthropic_messages(request: Request) -> list[dict[str, Any]]:
     while out and out[0]["role"] != "user":
         out.pop(0)
     if request.continue_from:
-        # Prefill may not end with whitespace; the stripped part is re-added by the caller's text.
-        out.append({"role": "assistant", "content": request.continue_from.rstrip()})
+        # Sent without trailing whitespace (a prefill may not end with any); `_rejoin` puts
+        # it back before the continuation.
+        partial = request.continue_from.rstrip()
+        if out and out[-1]["role"] == "assistant":
+            out[-1]["content"].append({"type": "text", "text": partial})
+        else:
+            out.append({"role": "assistant", "content": partial if prefill else [{"type": "text", "text": partial}]})
+        if not prefill:
+            out.append({"role": "user", "content": [{"type": "text", "text": CONTINUE_INSTRUCTION}]})
     return out
 
 
@@ -59,7 +86,7 @@ class AnthropicProvider:
     async def complete(self, model: str, request: Request, timeout: float) -> Completion:
         try:
             msg = await self.client.messages.create(
-                model=model, system=request.system, messages=anthropic_messages(request),
+                model=model, system=request.system, messages=anthropic_messages(request, accepts_prefill(model)),
                 max_tokens=request.max_tokens, timeout=timeout)
             text = "".join(b.text for b in msg.content if b.type == "text")
             tokens_in, tokens_out = msg.usage.input_tokens, msg.usage.output_tokens
@@ -78,7 +105,7 @@ class AnthropicProvider:
         first = True
         try:
             events = await self.client.messages.create(
-                model=model, system=request.system, messages=anthropic_messages(request),
+                model=model, system=request.system, messages=anthropic_messages(request, accepts_prefill(model)),
                 max_tokens=request.max_tokens, stream=True, timeout=timeout)
             async with events:
                 async for ev in events:
