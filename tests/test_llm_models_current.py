@@ -197,3 +197,19 @@ async def test_check_says_which_setting_to_change_for_a_retired_model(fp, tmp_pa
     assert "claude/claude-sonnet-4-5: FAILED outcome=model_gone (HTTP 404)" in out
     assert "set TIERBOT_CLAUDE_MODELS to a current model" in out
     assert "groq/openai/gpt-oss-20b: ok" in out and "gemini/gemini-3.5-flash-lite: ok" in out
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_gpt_oss_reasoning_never_reaches_the_customer(fp, tmp_path, stream):
+    """gpt-oss on Groq returns its reasoning in a field of its own; only `content` is the answer."""
+    fp.groq.default = F.ok("It ships tomorrow.", thinking="User wants shipping info; answer briefly.")
+    async with make_bot(llm_env(fp, tmp_path, chain="groq", one_model=False)) as bot:
+        if stream:
+            items = [x async for x in bot.stream(ev())]
+            reply = items[-1]
+            assert "".join(items[:-1]) == reply.text
+        else:
+            reply = await bot.handle(ev())
+    assert (reply.model, reply.text) == ("openai/gpt-oss-20b", "It ships tomorrow.")
+    body = fp.groq.requests[0].body
+    assert not {"temperature", "top_p", "reasoning_format"} & body.keys()

@@ -62,7 +62,8 @@ class Behaviour:
     # sent (kept for existing tests), "none" = no quota hint at all, "exhausted" = the
     # provider's real "a quota ran out" shape, with its own wait.
     quota: str = ""
-    thinking: str = ""             # Claude: a thinking block before the text (its events count for cut_after)
+    thinking: str = ""             # Claude: a thinking block before the text; Groq: the reasoning
+                                   # field of gpt-oss (either's events count for cut_after)
 
     @property
     def out_tokens(self) -> int:
@@ -428,8 +429,9 @@ class FakeGroq(FakeServer):
         finish = "content_filter" if b.kind == "safety" else "stop"
         usage = self._usage(b if b.kind != "empty" else Behaviour(output_tokens=0))
         return {"id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion", "created": int(time.time()),
-                "model": model, "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                             "logprobs": None, "finish_reason": finish}],
+                "model": model, "choices": [{"index": 0, "message": {
+                    "role": "assistant", "content": text, **({"reasoning": b.thinking} if b.thinking else {})},
+                    "logprobs": None, "finish_reason": finish}],
                 "usage": usage, "system_fingerprint": "fp_fake", "x_groq": {"id": "req_fake"}}
 
     def sse_events(self, model: str, b: Behaviour) -> list[str]:
@@ -442,6 +444,8 @@ class FakeGroq(FakeServer):
             return f"data: {json.dumps(c)}\n\n"
 
         events = [chunk({"role": "assistant", "content": ""}, x_groq={"id": "req_fake"})]
+        if b.thinking:  # a reasoning model (gpt-oss) streams its reasoning first, in its own field
+            events.append(chunk({"reasoning": b.thinking}))
         pieces = [] if b.kind in ("empty", "safety") else b.chunks()
         events += [chunk({"content": p}) for p in pieces]
         usage = self._usage(b if pieces else Behaviour(output_tokens=0))
