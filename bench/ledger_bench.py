@@ -51,8 +51,63 @@ QUESTIONS = ["where is my order", "I want a refund", "what are your opening hour
 
 
 # -- part 1 -----------------------------------------------------------------------------
-async def drive(bot: SupportBot, n: int, conversations: int, concurrency: int, tag: str) -> tuple[float, float]:
-    """(messages/s, CPU µs of this process per message — all threads, fake servers included)."""
+# The ledger as it was before its writer moved into a child process (a writer thread in
+# this process, history loads on reader threads), loaded from git so both run side by side.
+BEFORE_REV = "85f2f66"
+
+
+def load_thread_ledger(rev: str = BEFORE_REV) -> type:
+    """bot/ledger/store.py + history.py as of `rev`, as modules of the bot.ledger package."""
+    import importlib.util
+    import subprocess
+
+    def load(name: str, path: str, replace: tuple[str, str] | None = None):
+        src = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:{path}"], check=True,
+                             capture_output=True, text=True).stdout
+        if replace:
+            src = src.replace(*replace)
+        spec = importlib.util.spec_from_loader(f"bot.ledger.{name}", loader=None)
+        mod = importlib.util.module_from_spec(spec)
+        mod.__package__ = "bot.ledger"
+        sys.modules[spec.name] = mod
+        exec(compile(src, f"{rev}:{path}", "exec"), mod.__dict__)
+        return mod
+
+    load("_thread_history", "bot/ledger/history.py")
+    store = load("_thread_store", "bot/ledger/store.py", ("from .history import", "from ._thread_history import"))
+    return store.Ledger
+
+
+def install_thread_ledger(parts) -> None:
+    """The ledger plugin, wired the same way, with the thread-writer ledger."""
+    from bot.ledger.plugin import install
+
+    install(parts, ledger_cls=load_thread_ledger())
+
+
+PLUGIN = {"thread writer (before)": "__main__:install_thread_ledger",
+          "process writer (now)": "bot.ledger.plugin:install"}
+VARIANTS = ("without ledger", *PLUGIN)
+
+
+def child_cpu_s(pid: int | None) -> float:
+    """CPU seconds used so far by another process (all its threads), from /proc."""
+    if pid is None:
+        return 0.0
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            total += int((task / "schedstat").read_text().split()[0])
+    except (OSError, ValueError):
+        return 0.0
+    return total / 1e9
+
+
+async def drive(bot: SupportBot, n: int, conversations: int, concurrency: int, tag: str) -> dict[str, float]:
+    """Messages/s, CPU µs per message of this process (all threads, fake servers included),
+    of the writer process if there is one, and voluntary context switches per message."""
+    import resource
+
     events = [Event("telegram", f"{tag}-c{i % conversations}", f"u{i % conversations}",
                     QUESTIONS[i % len(QUESTIONS)]) for i in range(n)]
     sem = asyncio.Semaphore(concurrency)
@@ -66,65 +121,67 @@ async def drive(bot: SupportBot, n: int, conversations: int, concurrency: int, t
             async with sem:
                 await bot.handle(e)
 
-    t0, c0 = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(conversation(evs) for evs in by_conv.values()))
     ledger = bot.services.get("ledger")
+    pid = getattr(ledger, "writer_pid", None)
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0, c0, w0 = time.perf_counter(), time.process_time(), child_cpu_s(pid)
+    await asyncio.gather(*(conversation(evs) for evs in by_conv.values()))
     if ledger is not None:
         await ledger.flush()  # count the writes as done only when committed
-    return n / (time.perf_counter() - t0), (time.process_time() - c0) / n * 1e6
+    elapsed, cpu, wcpu = time.perf_counter() - t0, time.process_time() - c0, child_cpu_s(pid) - w0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return {"rate": n / elapsed, "cpu": cpu / n * 1e6, "writer": wcpu / n * 1e6,
+            "vcsw": (r1.ru_nvcsw - r0.ru_nvcsw) / n}
 
 
-async def loop_cost(n: int = 20_000) -> float:
+async def loop_cost(ledger_cls: type, n: int = 20_000) -> float:
     """What the event loop itself pays per message: building the rows and queueing them."""
     from bot import Attempt, Reply
 
     tmp = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
-    ledger = Ledger(tmp / "ledger.sqlite3")
+    ledger = ledger_cls(tmp / "ledger.sqlite3")
     event = Event("telegram", "c1", "u1", "where is my order?")
     reply = Reply("a", "llm", "groq", "llama-3.3-70b-versatile", meta={"route": "customer"},
                   attempts=[Attempt("groq", "llama-3.3-70b-versatile", "ok", 200.0, None, 900, 120, 0.0006)])
     t0 = time.perf_counter()
-    for _ in range(n):
+    for i in range(n):
         ledger.record_reply(event, reply)
         ledger.append_turn("c1", "user", event.text, 1.0)
         ledger.append_turn("c1", "assistant", reply.text, 2.0)
+        if i % 100 == 99:
+            await asyncio.sleep(0)  # let the loop send what it queued, as it does when serving
     elapsed = time.perf_counter() - t0
     await ledger.aclose()
     return elapsed / n * 1e6
 
 
-def templates_bot(data_dir: Path, with_ledger: bool) -> SupportBot:
-    renderer = Renderer(profile=load_business_profile(None))
-    if not with_ledger:
-        return SupportBot([TemplateTier(renderer)])
-    bot = build_bot(Config({"TIERBOT_DATA_DIR": str(data_dir)}), plugins=("bot.ledger.plugin:install",))
-    return bot
+def make_bot(pipeline: str, variant: str, data_dir: Path, fp, concurrency: int) -> SupportBot:
+    from fakes.llm_bot import llm_env
+
+    ledger = () if variant == "without ledger" else (PLUGIN[variant],)
+    if pipeline == "templates only":
+        if not ledger:
+            return SupportBot([TemplateTier(Renderer(profile=load_business_profile(None)))])
+        return build_bot(Config({"TIERBOT_DATA_DIR": str(data_dir)}), plugins=ledger)
+    env = llm_env(fp, data_dir, deadline=10, attempt=5, chain="groq", TIERBOT_LLM_POOL=str(concurrency * 2))
+    return build_bot(Config(env), plugins=(*ledger, "bot.llm.plugin:install"))
 
 
 async def throughput(rounds: int, n: int, conversations: int, concurrency: int) -> dict:
     import fakes.llm_servers as F
-    from fakes.llm_bot import llm_env
 
-    results: dict[str, dict[str, list]] = {}
+    results: dict[str, dict[str, list[dict]]] = {}
     async with F.FakeProviders() as fp:
         for pipeline in ("templates only", "LLM chain (fake Groq over HTTP)"):
-            res = results.setdefault(pipeline, {"without": [], "with": [], "cpu_without": [], "cpu_with": []})
+            res = results.setdefault(pipeline, {v: [] for v in VARIANTS})
             for r in range(rounds):
-                for with_ledger in (False, True) if r % 2 == 0 else (True, False):
-                    tmp = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
-                    if pipeline == "templates only":
-                        bot = templates_bot(tmp, with_ledger)
-                    else:
-                        env = llm_env(fp, tmp, deadline=10, attempt=5, chain="groq",
-                                      TIERBOT_LLM_POOL=str(concurrency * 2))
-                        plugins = (("bot.ledger.plugin:install",) if with_ledger else ()) + ("bot.llm.plugin:install",)
-                        bot = build_bot(Config(env), plugins=plugins)
+                k = r % len(VARIANTS)  # rotate the order: each variant goes first as often
+                for variant in VARIANTS[k:] + VARIANTS[:k]:
+                    bot = make_bot(pipeline, variant, Path(tempfile.mkdtemp(prefix="ledger-bench-")), fp, concurrency)
                     async with bot:
                         await drive(bot, min(200, n), conversations, concurrency, f"warm{r}")
                         count = n if pipeline == "templates only" else max(300, n // 3)
-                        rate, cpu = await drive(bot, count, conversations, concurrency, f"r{r}")
-                    res["with" if with_ledger else "without"].append(rate)
-                    res["cpu_with" if with_ledger else "cpu_without"].append(cpu)
+                        res[variant].append(await drive(bot, count, conversations, concurrency, f"r{r}"))
                     fp.groq.requests.clear()
     return results
 
@@ -218,29 +275,41 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller runs (a smoke test of the script)")
     ap.add_argument("--report-only", action="store_true", help="part 2 only")
+    ap.add_argument("--part1-only", action="store_true", help="part 1 only")
     args = ap.parse_args()
     n, rounds, records = (600, 2, 100_000) if args.quick else (3000, 6, 1_000_000)
     print(f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}")
 
     if not args.report_only:
         await part1(n, rounds)
-    await part2(records)
+    if not args.part1_only:
+        await part2(records)
 
 
 async def part1(n: int, rounds: int) -> None:
+    import os
+
     print(f"\n## Part 1: messages/s through SupportBot.handle, {n} messages ({max(300, n // 3)} through "
-          "the LLM chain), 300 conversations, "
-          f"20 concurrent, {rounds} alternating rounds (median)")
+          f"the LLM chain), 300 conversations, 20 concurrent, {rounds} rounds in rotating order (median); "
+          f"load average before: {os.getloadavg()[0]:.1f}")
     res = await throughput(rounds, n, 300, 20)
-    print(f"{'pipeline':34s} {'msg/s without':>14s} {'with ledger':>12s} {'ratio':>6s}   "
-          f"{'CPU/msg without':>15s} {'with ledger':>12s} {'ratio':>6s}")
-    for pipeline, r in res.items():
-        a, b = statistics.median(r["without"]), statistics.median(r["with"])
-        ca, cb = statistics.median(r["cpu_without"]), statistics.median(r["cpu_with"])
-        print(f"{pipeline:34s} {a:14.0f} {b:12.0f} {b / a:6.2f}   {ca:12.0f} us {cb:9.0f} us {cb / ca:6.2f}")
-        print(f"{'':34s} rounds without: {[round(x) for x in r['without']]}  with: {[round(x) for x in r['with']]}")
-    print(f"loop-thread cost of recording one message (record_reply + 2 turns, no commit wait): "
-          f"{await loop_cost():.1f} us")
+    print(f"{'pipeline / ledger':48s} {'msg/s':>7s} {'CPU/msg':>9s} {'+writer proc':>12s} {'= total':>9s} "
+          f"{'vcsw/msg':>8s}")
+    for pipeline, by_variant in res.items():
+        print(pipeline)
+        for variant, rs in by_variant.items():
+            med = {k: statistics.median(x[k] for x in rs) for k in rs[0]}
+            total = statistics.median(x["cpu"] + x["writer"] for x in rs)
+            print(f"  {variant:46s} {med['rate']:7.0f} {med['cpu']:7.0f}us {med['writer']:10.0f}us "
+                  f"{total:7.0f}us {med['vcsw']:8.1f}")
+            print(f"  {'':46s} per round: msg/s {[round(x['rate']) for x in rs]}, "
+                  f"total CPU/msg {[round(x['cpu'] + x['writer']) for x in rs]}")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    from bot.ledger import Ledger
+
+    print("loop-thread cost of recording one message (record_reply + 2 turns, no commit wait): "
+          f"thread writer {await loop_cost(load_thread_ledger()):.1f} us, "
+          f"process writer {await loop_cost(Ledger):.1f} us")
 
 
 async def part2(records: int) -> None:

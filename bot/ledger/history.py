@@ -1,14 +1,12 @@
 """Conversation turns kept in the ledger (the durable `bot.history.HistoryStore`).
 
 Recent turns of active conversations are also kept in memory, so answering a message
-costs no database round trip. A conversation not in memory is loaded once: through the
-reader thread, or — when some of its turns are still queued — through the writer
-thread, which orders the read after them.
+costs no database round trip. A conversation not in memory is loaded once, through the
+ledger's writer process, which orders the read after any of its turns still queued.
 """
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections import OrderedDict, deque
 from typing import TYPE_CHECKING
 
@@ -60,18 +58,9 @@ class LedgerHistory:
         self._evict()
         keep = self._keep
 
-        def query(conn: sqlite3.Connection) -> list[Turn]:
-            rows = conn.execute(
-                "SELECT role, text, ts FROM turns WHERE conversation_id = ? ORDER BY id DESC LIMIT ?",
-                (conversation_id, keep)).fetchall()
-            return [Turn(r, t, ts) for r, t, ts in reversed(rows)]
-
         async def load() -> None:
             try:
-                if self._ledger.has_pending_turns(conversation_id):
-                    older = await self._ledger.call(query)  # ordered after the queued turns
-                else:  # the reader thread: not held up by a busy writer
-                    older = await self._ledger.read(query, fresh=False)
+                older = [Turn(r, t, ts) for r, t, ts in await self._ledger.recent_turns(conversation_id, keep)]
             except BaseException:
                 self._cache.pop(conversation_id, None)  # try again next time
                 raise

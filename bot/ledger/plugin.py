@@ -14,8 +14,9 @@ if TYPE_CHECKING:
 __all__ = ["install"]
 
 
-def install(parts: "BotParts") -> None:
-    ledger = Ledger.from_config(parts.config)
+def install(parts: "BotParts", ledger_cls: type[Ledger] = Ledger) -> None:
+    """`ledger_cls`: benchmarks compare another writer implementation under the same wiring."""
+    ledger = ledger_cls.from_config(parts.config)
     budget = BudgetGate.from_config(parts.config, ledger)
     parts.history = ledger.history
     # Budget first: its aclose waits for alerts in flight, which still need the ledger.

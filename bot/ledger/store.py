@@ -1,11 +1,11 @@
 """The ledger: one SQLite file (WAL) holding every reply, every attempt, non-reply
 events and conversation turns.
 
-Writes never block the event loop: they are queued to one writer thread that commits
-them in batches (one fsync-free WAL commit per batch, not per row). Reads that must see
-everything queued so far (conversation history) run on that same thread, in order;
-heavy reads (reports) run on a separate reader thread with its own connection, so a
-report over a million rows never holds up a customer's reply.
+Writes never block the event loop: they are pickled to one writer *process*
+(bot/sqlite_writer.py) that commits them in batches (one fsync-free WAL commit per
+batch, not per row). Conversation history is read through that process too, ordered
+after turns still queued; heavy reads (reports) run on reader threads with their own
+connections, so a report over a million rows never holds up a customer's reply.
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import queue
 import sqlite3
 import threading
 import time
@@ -26,6 +25,7 @@ from zoneinfo import ZoneInfo
 from ..logs import kv
 from ..models import Event, Reply
 from ..secrets import redact
+from ..sqlite_writer import SQLiteWriter
 from ..turn import TurnContext
 from .days import day_bounds
 from .schema import migrate
@@ -36,9 +36,9 @@ log = logging.getLogger("tierbot.ledger")
 T = TypeVar("T")
 
 BATCH_MAX = 2000  # ops per commit: bounds one transaction's size under a burst
-# After the first queued write the writer waits this long for more: one commit (and one
-# trip for the GIL) per few hundred messages under load instead of one per message.
-# It is also the most a write waits before it is committed.
+# After the first queued write the writer waits this long for more: one commit per few
+# hundred messages under load instead of one per message. It is also the most a write
+# waits before it is committed (`committed()` waits at most this long plus the commit).
 LINGER_S = 0.005
 READERS = 3
 
@@ -51,6 +51,8 @@ _INSERT_ATTEMPT = """INSERT INTO attempts (message_id, seq, provider, model, out
     latency_ms, input_tokens, output_tokens, cost_usd, ts) VALUES (?,?,?,?,?,?,?,?,?,?,?)"""
 _INSERT_EVENT = "INSERT INTO events (ts, kind, conversation_id, data) VALUES (?,?,?,?)"
 _INSERT_TURN = "INSERT INTO turns (conversation_id, role, text, ts) VALUES (?,?,?,?)"
+_STATEMENTS = {"msg": _INSERT_MESSAGE_ID, "attempt": _INSERT_ATTEMPT, "event": _INSERT_EVENT, "turn": _INSERT_TURN}
+_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=5000")
 
 # Keys the FAQ tier may use in Reply.meta to name the entry that answered.
 FAQ_META_KEYS = ("faq_id", "faq_entry", "entry")
@@ -87,9 +89,6 @@ def _faq_entry(meta: dict[str, Any]) -> str | None:
     return None
 
 
-_STOP = object()
-
-
 class LedgerListener:
     """The ReplyListener that records every reply. Separate from `Ledger` so that the
     ledger itself is closed last, as a resource, after every listener has finished."""
@@ -118,18 +117,19 @@ class Ledger:
             self.migrated_from = migrate(conn)
         finally:
             conn.close()
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
-        self._writer = threading.Thread(target=self._write_loop, name="ledger-writer", daemon=True)
-        self._writer.start()
+        # Writes go to a child process (see bot/sqlite_writer.py for why not a thread).
+        self._writer = SQLiteWriter(self.path, pragmas=_PRAGMAS, statements=_STATEMENTS,
+                                    linked={"msg": "messages"}, linger_s=linger_s, batch_max=batch_max,
+                                    on_error=_log_write_error)
         # Several readers: a report reads its independent parts at once, on all cores.
         self._reader = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="ledger-reader")
+        self._caller: ThreadPoolExecutor | None = None  # `call`: rare (the report schedule)
         self._local = threading.local()
         self._rconns: list[sqlite3.Connection] = []
-        # Conversations with turns queued but not yet committed: only their first read
-        # must go through the writer thread; every other read uses the reader.
+        # Conversation -> sequence number of its latest queued turn: a first read of a
+        # conversation with turns not yet committed must be ordered after them.
         self._pending_turns: dict[str, int] = {}
-        self._pending_lock = threading.Lock()
         from .history import LedgerHistory
 
         self.history = LedgerHistory(self)
@@ -140,18 +140,21 @@ class Ledger:
         path = config.section("ledger").get("path") or config.data_dir / "ledger.sqlite3"
         return cls(Path(path), tz=config.tz)
 
+    @property
+    def writer_pid(self) -> int:
+        """The writer process (benchmarks count its CPU)."""
+        return self._writer.pid
+
     # -- writing (never blocks the loop) -----------------------------------------------
-    def _put(self, op: Any) -> None:
-        if self._closed:
-            if op[0] == "call":  # somebody awaits an answer: tell them
-                raise LedgerClosed("the ledger is closed")
-            # A late event during shutdown: say so, but never fail the caller for it.
-            log.warning(kv(event="ledger_closed_write_dropped", op=op[0]))
-            return
-        self._queue.put(op)
+    def _dropped(self, what: str) -> bool:
+        if self._closed:  # a late event during shutdown: say so, never fail the caller for it
+            log.warning(kv(event="ledger_closed_write_dropped", op=what))
+        return self._closed
 
     def record_reply(self, event: Event, reply: Reply, turn: TurnContext | None = None) -> None:
         """Queue one handled message and its attempts."""
+        if self._dropped("msg"):
+            return
         ts = self.clock()
         meta = reply.meta or {}
         row = (
@@ -168,7 +171,7 @@ class Ledger:
              a.latency_ms, a.input_tokens, a.output_tokens, a.cost_usd, ts)
             for i, a in enumerate(reply.attempts)
         ]
-        self._put(("msg", row, attempts))
+        self._writer.write_linked("msg", row, "attempt", attempts)
 
     async def record_event(self, kind: str, conversation_id: str = "", data: dict | None = None,
                            ts: float | None = None) -> None:
@@ -181,40 +184,71 @@ class Ledger:
             payload = json.dumps(data, ensure_ascii=False) if data is not None else None
         except (TypeError, ValueError) as e:
             raise ValueError(f"event data must be JSON-serialisable: {e}") from None
-        self._put(("event", (self.clock() if ts is None else float(ts), kind, conversation_id or "", payload)))
+        if self._dropped("event"):
+            return
+        self._writer.write("event", (self.clock() if ts is None else float(ts), kind, conversation_id or "", payload))
 
     def append_turn(self, conversation_id: str, role: str, text: str, ts: float) -> None:
-        if self._closed:
-            return self._put(("turn", ()))
-        with self._pending_lock:
-            self._pending_turns[conversation_id] = self._pending_turns.get(conversation_id, 0) + 1
-        self._put(("turn", (conversation_id, role, text, ts)))
+        if self._dropped("turn"):
+            return
+        self._writer.write("turn", (conversation_id, role, text, ts))
+        pending = self._pending_turns
+        pending[conversation_id] = self._writer.last_write
+        if len(pending) > 4096:  # forget conversations whose turns are all committed
+            acked = self._writer.acked
+            for conv in [c for c, seq in pending.items() if seq <= acked]:
+                del pending[conv]
 
     def has_pending_turns(self, conversation_id: str) -> bool:
-        return conversation_id in self._pending_turns
+        seq = self._pending_turns.get(conversation_id)
+        if seq is None:
+            return False
+        if seq <= self._writer.acked:
+            del self._pending_turns[conversation_id]
+            return False
+        return True
 
-    def _turns_done(self, batch: list[Any]) -> None:
-        with self._pending_lock:
-            for op in batch:
-                if op[0] == "turn":
-                    conv = op[1][0]
-                    left = self._pending_turns.get(conv, 0) - 1
-                    if left > 0:
-                        self._pending_turns[conv] = left
-                    else:
-                        self._pending_turns.pop(conv, None)
+    async def recent_turns(self, conversation_id: str, limit: int) -> list[tuple[str, str, float]]:
+        """(role, text, ts) of a conversation's latest turns, oldest first, including turns
+        queued but not yet committed. Read by the writer process: after those turns when
+        there are any, else on its reader connection (not held up by a busy writer)."""
+        if self._closed:
+            raise LedgerClosed("the ledger is closed")
+        rows = await self._writer.query(
+            "SELECT role, text, ts FROM turns WHERE conversation_id = ? ORDER BY id DESC LIMIT ?",
+            (conversation_id, limit), ordered=self.has_pending_turns(conversation_id))
+        return [tuple(r) for r in reversed(rows)]  # type: ignore[misc]
 
     # -- reading ------------------------------------------------------------------------
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn(conn)` on the writer thread, after everything queued before it."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[T] = loop.create_future()
-        self._put(("call", fn, fut, loop))
-        return await fut
+        """Run `fn(conn)` in one write transaction, after everything queued before it is
+        committed (e.g. the report schedule's claim of a day). Rare: on a thread."""
+        if self._closed:
+            raise LedgerClosed("the ledger is closed")
+        await self._writer.flush()
+        if self._caller is None:
+            self._caller = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-call")
+        return await asyncio.get_running_loop().run_in_executor(self._caller, self._call_sync, fn)
+
+    def _call_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = getattr(self._local, "wconn", None)
+        if conn is None:
+            conn = self._local.wconn = connect(self.path)
+            self._rconns.append(conn)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            value = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return value
 
     async def flush(self) -> None:
-        """Wait until everything queued so far is committed."""
-        await self.call(lambda conn: None)
+        """Wait until everything queued so far is committed (asking for the commit now)."""
+        if self._closed:
+            return
+        await self._writer.flush()
 
     async def committed(self) -> None:
         """Durability barrier: returns once every write queued before it is committed.
@@ -222,20 +256,17 @@ class Ledger:
         For callers that must not make an outcome durable elsewhere (e.g. mark an update
         answered in another database) before its ledger record is: a kill -9 between the
         two would otherwise lose the record. Unlike `flush` it does not cut the writer's
-        linger short, so waiting costs no extra commit; the writer wakes each loop once
-        per batch however many barriers it holds. Never blocks the event loop. Returns at
-        once when the ledger is closed (everything queued was committed on close). If a
-        write fails for good it is logged and the barrier is released all the same.
+        linger short, so waiting costs no extra commit. Never blocks the event loop.
+        Returns at once when the ledger is closed (everything queued was committed on
+        close). If a write fails for good it is logged and the barrier is released all
+        the same.
         """
         if self._closed:
             return
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        self._queue.put(("barrier", fut, loop))
-        await fut
+        await self._writer.committed()
 
     async def read(self, fn: Callable[[sqlite3.Connection], T], *, fresh: bool = True) -> T:
-        """Run `fn(conn)` on the reader thread (its own connection; for reports).
+        """Run `fn(conn)` on a reader thread (its own connection; for reports).
 
         `fresh` first waits for queued writes, so the read sees them.
         """
@@ -282,167 +313,31 @@ class Ledger:
         tz = self.tz
         return await self.spend_on(dt.datetime.fromtimestamp(self.clock(), tz).date(), tz, provider)
 
-    # -- writer thread ------------------------------------------------------------------------
-    def _write_loop(self) -> None:
-        conn = connect(self.path)
-        try:
-            while True:
-                batch = [self._queue.get()]
-                if self.linger_s and batch[0] is not _STOP and batch[0][0] not in ("call", "barrier"):
-                    time.sleep(self.linger_s)  # let a burst gather (someone awaiting a call goes first)
-                while len(batch) < self.batch_max:
-                    try:
-                        batch.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
-                stop = any(op is _STOP for op in batch)
-                self._commit([op for op in batch if op is not _STOP], conn)
-                if stop:
-                    return
-        finally:
-            conn.close()
-
-    def _commit(self, batch: list[Any], conn: sqlite3.Connection) -> None:
-        results: list[tuple[Any, Any, BaseException | None, Any]] = []
-        for wait in (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, None):
-            results = []
-            try:
-                # IMMEDIATE: the write lock from the start, so message ids can be assigned here.
-                conn.execute("BEGIN IMMEDIATE")
-                self._apply_batch(conn, batch, results)
-                conn.execute("COMMIT")
-                break
-            except sqlite3.OperationalError as e:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                if wait is None or "locked" not in str(e) and "busy" not in str(e):
-                    results = self._commit_one_by_one(batch, conn, e)
-                    break
-                # Another process holds the write lock longer than busy_timeout: keep the batch.
-                time.sleep(wait)
-            except Exception as e:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                results = self._commit_one_by_one(batch, conn, e)
-                break
-        # Barriers are settled after the commit whatever its outcome (a write that failed
-        # for good was logged; holding its callers forever would help nobody).
-        results.extend((op[1], op[2], None, None) for op in batch if op[0] == "barrier")
-        by_loop: dict[Any, list[tuple[Any, BaseException | None, Any]]] = {}
-        for fut, loop, err, value in results:
-            by_loop.setdefault(loop, []).append((fut, err, value))
-        for loop, items in by_loop.items():  # one wake-up per event loop per batch
-            try:
-                loop.call_soon_threadsafe(_settle_all, items)
-            except RuntimeError:  # the loop is gone; nobody is waiting any more
-                pass
-
-    def _commit_one_by_one(self, batch: list[Any], conn: sqlite3.Connection, error: Exception) -> list:
-        """One bad op must not lose the batch: apply each in its own transaction."""
-        log.warning(kv(event="ledger_batch_failed", error=type(error).__name__, ops=len(batch)))
-        results: list = []
-        for op in batch:
-            if op[0] == "barrier":
-                continue
-            try:
-                conn.execute("BEGIN")
-                self._apply(conn, op, results)
-                conn.execute("COMMIT")
-            except Exception as e1:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                log.error(kv(event="ledger_write_failed", op=op[0], error=redact(str(e1))))
-                if op[0] == "call":
-                    results.append((op[2], op[3], e1, None))
-        return results
-
-    @staticmethod
-    def _apply_batch(conn: sqlite3.Connection, batch: list[tuple], results: list) -> None:
-        """All ops of a batch, rows of a kind inserted together (executemany), in order
-        wherever it matters: every write queued before a call is applied before it runs."""
-        messages: list[tuple] = []
-        attempts: list[tuple] = []
-        events: list[tuple] = []
-        turns: list[tuple] = []
-        # Inside a write transaction nobody else can insert: ids can be handed out here,
-        # so messages and their attempts go in with one executemany each.
-        next_id = [None]
-
-        def flush() -> None:
-            if messages:
-                conn.executemany(_INSERT_MESSAGE_ID, messages)
-                messages.clear()
-            for rows, sql in ((attempts, _INSERT_ATTEMPT), (events, _INSERT_EVENT), (turns, _INSERT_TURN)):
-                if rows:
-                    conn.executemany(sql, rows)
-                    rows.clear()
-
-        for op in batch:
-            kind = op[0]
-            if kind == "msg":
-                if next_id[0] is None:
-                    next_id[0] = (conn.execute("SELECT MAX(id) FROM messages").fetchone()[0] or 0) + 1
-                message_id = next_id[0]
-                next_id[0] += 1
-                messages.append((message_id, *op[1]))
-                attempts.extend((message_id, *a) for a in op[2])
-            elif kind == "turn":
-                turns.append(op[1])
-            elif kind == "event":
-                events.append(op[1])
-            elif kind == "barrier":  # settled after the commit, by `_commit`
-                continue
-            else:
-                flush()
-                next_id[0] = None  # a call may write messages itself
-                Ledger._apply(conn, op, results)
-        flush()
-
-    @staticmethod
-    def _apply(conn: sqlite3.Connection, op: tuple, results: list) -> None:
-        kind = op[0]
-        if kind == "msg":
-            message_id = conn.execute(_INSERT_MESSAGE, op[1]).lastrowid
-            if op[2]:
-                conn.executemany(_INSERT_ATTEMPT, [(message_id, *a) for a in op[2]])
-        elif kind == "event":
-            conn.execute(_INSERT_EVENT, op[1])
-        elif kind == "turn":
-            conn.execute(_INSERT_TURN, op[1])
-        elif kind == "call":
-            try:
-                value = op[1](conn)
-            except Exception as e:  # the caller's error, not the batch's
-                results.append((op[2], op[3], e, None))
-            else:
-                results.append((op[2], op[3], None, value))
-
     # -- lifecycle ------------------------------------------------------------------------------
     async def aclose(self) -> None:
-        """Commit everything queued, then stop the threads."""
+        """Commit everything queued, then stop the writer process and the threads."""
         if self._closed:
             return
         self._closed = True
-        self._queue.put(_STOP)
-        await asyncio.to_thread(self._writer.join)
-        await asyncio.to_thread(self._reader.shutdown, wait=True)
-        for conn in self._rconns:  # no reads are running any more
-            conn.close()
+        await self._writer.aclose()
+        await asyncio.to_thread(self._shutdown_threads)
 
     def close_sync(self) -> None:
         """For callers without a loop (CLI teardown after asyncio.run)."""
         if not self._closed:
             self._closed = True
-            self._queue.put(_STOP)
-            self._writer.join()
-            self._reader.shutdown(wait=True)
+            self._writer.close_sync()
+            self._shutdown_threads()
+
+    def _shutdown_threads(self) -> None:
+        self._reader.shutdown(wait=True)
+        if self._caller is not None:
+            self._caller.shutdown(wait=True)
+        for conn in self._rconns:  # nothing runs on them any more
+            conn.close()
 
 
-def _settle_all(items: list[tuple[asyncio.Future, BaseException | None, Any]]) -> None:
-    for fut, err, value in items:
-        if fut.done():  # the caller was cancelled meanwhile
-            continue
-        if err is not None:
-            fut.set_exception(err)
-        else:
-            fut.set_result(value)
+def _log_write_error(text: str) -> None:
+    log.error(kv(event="ledger_write_failed", error=redact(text)))
+
+
