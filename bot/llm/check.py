@@ -13,8 +13,10 @@ from .routes import BASE_URL_VARS, KEY_VARS, LLMSettings
 
 __all__ = ["register", "run_check"]
 
+# Room for a reasoning model's thinking (gpt-oss, Claude Haiku 5.5, Gemini 3.x count it in the
+# output limit): with 5 tokens a healthy reasoning model would answer nothing and look broken.
 PING = Request(system="You are a health check. Reply with the single word: pong.",
-               messages=(Message("user", "ping"),), max_tokens=5)
+               messages=(Message("user", "ping"),), max_tokens=256)
 
 
 async def run_check(args: argparse.Namespace) -> int:
