@@ -213,3 +213,16 @@ async def test_gpt_oss_reasoning_never_reaches_the_customer(fp, tmp_path, stream
     assert (reply.model, reply.text) == ("openai/gpt-oss-20b", "It ships tomorrow.")
     body = fp.groq.requests[0].body
     assert not {"temperature", "top_p", "reasoning_format"} & body.keys()
+
+
+async def test_check_warns_about_configured_models_that_are_deprecated_or_retired(fp, tmp_path, monkeypatch, capsys):
+    env = llm_env(fp, tmp_path, one_model=False, TIERBOT_CLAUDE_MODELS="claude-sonnet-4-5,claude-haiku-5-5",
+                  TIERBOT_GROQ_MODELS="llama-3.1-8b-instant,openai/gpt-oss-20b")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    fp.groq.retired.add("llama-3.1-8b-instant")
+    await run_check(argparse.Namespace(timeout=2.0))
+    out = capsys.readouterr().out
+    assert "claude/claude-sonnet-4-5: DEPRECATED: retires 2026-11-30" in out
+    assert "groq/llama-3.1-8b-instant: RETIRED: decommissioned 2026-08-16" in out
+    assert "claude/claude-haiku-5-5: DEPRECATED" not in out and "gemini/gemini-3.5-flash-lite: " in out

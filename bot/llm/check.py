@@ -21,9 +21,11 @@ PING = Request(system="You are a health check. Reply with the single word: pong.
 
 async def run_check(args: argparse.Namespace) -> int:
     from ..config import Config
+    from ..pricing import PriceBook
     from .plugin import build_providers
 
     config = Config.from_env()
+    prices = PriceBook.load(config)
     settings = LLMSettings.from_config(config)
     timeout = args.timeout
     print(f"chain: {' -> '.join(settings.chain)}")
@@ -34,6 +36,10 @@ async def run_check(args: argparse.Namespace) -> int:
         models = settings.models[name]
         url = config.get(BASE_URL_VARS[name]) or "(default)"
         print(f"{name}: key {KEY_VARS[name]}={mask(key)} base_url={url} models={','.join(models)}")
+        for m in models:  # warn before a retirement breaks the chain (prices.toml knows the status)
+            price = prices.price(name, m)
+            if price is not None and price.status in ("deprecated", "retired"):
+                print(f"  {name}/{m}: {price.status.upper()}: {price.note or 'see ' + price.source}")
         provider = providers.get(name)
         if provider is None:
             print(f"  {name}: skipped (no key)")
