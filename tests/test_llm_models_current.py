@@ -226,3 +226,16 @@ async def test_check_warns_about_configured_models_that_are_deprecated_or_retire
     assert "claude/claude-sonnet-4-5: DEPRECATED: retires 2026-11-30" in out
     assert "groq/llama-3.1-8b-instant: RETIRED: decommissioned 2026-08-16" in out
     assert "claude/claude-haiku-5-5: DEPRECATED" not in out and "gemini/gemini-3.5-flash-lite: " in out
+
+
+async def test_retired_model_in_a_streamed_reply_fails_over_before_any_text(fp, tmp_path):
+    fp.claude.retired.add("claude-sonnet-4-5")
+    fp.claude.default = F.ok("We open at nine.")
+    env = llm_env(fp, tmp_path, chain="claude", one_model=False, TIERBOT_CLAUDE_MODELS="claude-sonnet-4-5,claude-haiku-5-5")
+    async with make_bot(env) as bot:
+        first = [x async for x in bot.stream(ev(conv="a"))]
+        second = [x async for x in bot.stream(ev(conv="b"))]
+    assert "".join(first[:-1]) == first[-1].text == "We open at nine."
+    assert [a.outcome for a in first[-1].attempts] == [E.MODEL_GONE, "ok"]
+    assert [a.outcome for a in second[-1].attempts] == [f"skipped:{E.MODEL_GONE}", "ok"]
+    assert [r.model for r in fp.claude.requests] == ["claude-sonnet-4-5", "claude-haiku-5-5", "claude-haiku-5-5"]
