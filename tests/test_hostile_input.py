@@ -256,16 +256,27 @@ async def test_slack_requests_without_a_valid_signature_are_401_and_change_nothi
 
 
 async def test_a_correctly_signed_slack_command_does_get_in(world):
-    """The other side of the 401s: the same corpus request, signed, has its effect."""
-    _, slack, _, _ = world
+    """The other side of the 401s: the same corpus request, signed, from an FAQ editor,
+    has its effect."""
     body = (CORPUS / "slack" / "faq-add-command.form").read_text()
-    async with serving(world) as (client, _, bot):
+    async with serving(world, SLACK_FAQ_EDITORS="U0MALLORY") as (client, _, bot):
         before = len(bot.services["faq"].entries())
         resp = await client.post("/slack/events", data=body.encode(),
                                  headers={"Content-Type": "application/x-www-form-urlencoded", **sign(body)})
         assert resp.status == 200
         await until(lambda: len(bot.services["faq"].entries()) > before)
         assert len(bot.services["faq"].entries()) == before + 1
+
+
+async def test_a_signed_slack_command_from_a_non_editor_changes_no_faq(world):
+    """Anyone in the workspace can send a signed slash command; only editors change the FAQ."""
+    body = (CORPUS / "slack" / "faq-add-command.form").read_text()
+    async with serving(world) as (client, _, bot):
+        before = len(bot.services["faq"].entries())
+        resp = await client.post("/slack/events", data=body.encode(),
+                                 headers={"Content-Type": "application/x-www-form-urlencoded", **sign(body)})
+        assert resp.status == 200 and "Only FAQ editors" in await resp.text()
+        assert len(bot.services["faq"].entries()) == before
 
 
 # -- the JSON API --------------------------------------------------------------------------
