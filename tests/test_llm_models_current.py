@@ -239,3 +239,34 @@ async def test_retired_model_in_a_streamed_reply_fails_over_before_any_text(fp, 
     assert [a.outcome for a in first[-1].attempts] == [E.MODEL_GONE, "ok"]
     assert [a.outcome for a in second[-1].attempts] == [f"skipped:{E.MODEL_GONE}", "ok"]
     assert [r.model for r in fp.claude.requests] == ["claude-sonnet-4-5", "claude-haiku-5-5", "claude-haiku-5-5"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_gpt_oss_is_asked_to_think_briefly_and_other_groq_models_are_not(fp, tmp_path, stream):
+    """gpt-oss spends thinking tokens out of the reply's max_tokens; at the API's default
+    effort a short support answer can be cut before it starts. Models that do not take
+    the parameter must not get it (the API answers 400)."""
+    fp.groq.default = F.ok("It ships tomorrow.")
+    env = llm_env(fp, tmp_path, chain="groq", one_model=False,
+                  TIERBOT_GROQ_MODELS="openai/gpt-oss-20b,llama-3.1-8b-instant")
+    async with make_bot(env) as bot:
+        for conv, model in (("c1", "openai/gpt-oss-20b"), ("c2", "llama-3.1-8b-instant")):
+            if model.startswith("llama"):  # gpt-oss fails once, so the next model answers
+                fp.groq.per_model["openai/gpt-oss-20b"] = F.server_error()
+            reply = ([x async for x in bot.stream(ev(conv=conv))][-1] if stream
+                     else await bot.handle(ev(conv=conv)))
+            assert reply.model == model
+    bodies = {r.model: r.body for r in fp.groq.requests}
+    assert bodies["openai/gpt-oss-20b"]["reasoning_effort"] == "low"
+    assert "reasoning_effort" not in bodies["llama-3.1-8b-instant"]
+
+
+async def test_groq_reasoning_effort_is_configurable_and_checked(fp, tmp_path):
+    from bot.config import ConfigError
+
+    env = llm_env(fp, tmp_path, chain="groq", one_model=False, TIERBOT_GROQ_REASONING_EFFORT="High")
+    async with make_bot(env) as bot:
+        await bot.handle(ev())
+    assert fp.groq.requests[0].body["reasoning_effort"] == "high"
+    with pytest.raises(ConfigError, match="TIERBOT_GROQ_REASONING_EFFORT must be one of low, medium, high, got 'max'"):
+        make_bot(llm_env(fp, tmp_path, chain="groq", TIERBOT_GROQ_REASONING_EFFORT="max"))

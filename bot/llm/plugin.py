@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from ..config import Config
+from ..config import Config, ConfigError
 from ..logs import kv
 from ..pricing import PriceBook
 from ..templates_tier import TemplateTier
@@ -38,9 +38,14 @@ def build_providers(config: Config, settings: LLMSettings, *, announce: bool = T
             continue
         base_url = config.get(BASE_URL_VARS[name])
         if name == "groq":
-            from .providers.groq import GroqProvider
+            from .providers.groq import REASONING_EFFORTS, GroqProvider
 
-            providers[name] = GroqProvider(key, base_url, pool=settings.pool, transport=settings.groq_transport)
+            effort = (config.get("TIERBOT_GROQ_REASONING_EFFORT") or "low").strip().lower()
+            if effort not in REASONING_EFFORTS:
+                raise ConfigError(f"TIERBOT_GROQ_REASONING_EFFORT must be one of {', '.join(REASONING_EFFORTS)}, "
+                                  f"got {effort!r}")
+            providers[name] = GroqProvider(key, base_url, pool=settings.pool, transport=settings.groq_transport,
+                                           reasoning_effort=effort)
         elif name == "claude":
             from .providers.anthropic import AnthropicProvider
 

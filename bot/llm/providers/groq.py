@@ -55,21 +55,33 @@ def _http_client(transport: str, limits: Any) -> Any:
     return groq.DefaultAsyncHttpxClient(limits=limits)
 
 
+# Groq models that accept `reasoning_effort` low|medium|high (the groq SDK's docs).
+REASONING_EFFORT_MODELS = ("openai/gpt-oss-",)
+REASONING_EFFORTS = ("low", "medium", "high")
+
+
 class GroqProvider:
     name = "groq"
 
     def __init__(self, api_key: str, base_url: str | None = None, *, pool: int = 100,
-                 transport: str = "aiohttp") -> None:
+                 transport: str = "aiohttp", reasoning_effort: str = "low") -> None:
+        # gpt-oss thinks before it answers, and its thinking tokens come out of max_tokens:
+        # at the API's default ("medium") a support reply can be cut before its first word.
+        self.reasoning_effort = reasoning_effort
         limits = http_module(groq).Limits(max_connections=pool, max_keepalive_connections=pool)
         self._http = _http_client(transport, limits)
         self.client = groq.AsyncGroq(api_key=api_key, base_url=base_url, max_retries=0,
                                      http_client=self._http)
 
+    def _effort(self, model: str) -> Any:
+        """Only the models that take `reasoning_effort` get it (others answer 400)."""
+        return self.reasoning_effort if model.startswith(REASONING_EFFORT_MODELS) else groq.omit
+
     async def complete(self, model: str, request: Request, timeout: float) -> Completion:
         try:
             resp = await self.client.chat.completions.create(
                 model=model, messages=openai_messages(request), max_tokens=request.max_tokens,
-                timeout=timeout)
+                reasoning_effort=self._effort(model), timeout=timeout)
             choice = resp.choices[0]
             text = choice.message.content or ""
             usage = resp.usage
@@ -90,7 +102,7 @@ class GroqProvider:
         try:
             chunks = await self.client.chat.completions.create(
                 model=model, messages=openai_messages(request), max_tokens=request.max_tokens,
-                stream=True, timeout=timeout)
+                reasoning_effort=self._effort(model), stream=True, timeout=timeout)
             async with chunks:
                 async for chunk in chunks:
                     usage = chunk.usage or (chunk.x_groq.usage if chunk.x_groq else None)
