@@ -12,7 +12,8 @@ reset headers); one without any hint just moves that request on. Health failures
 a row the breaker opens for a cooldown (at least what the provider asked), doubling on
 each failed probe up to `max_cooldown`. When the cooldown
 ends exactly ONE request probes (half-open); the others keep skipping until it
-succeeds, so a dead provider is not hit by the whole waiting wave again.
+succeeds, so a dead provider is not hit by the whole waiting wave again. A host that
+has gone silent (stalls.py) is tripped open at once, before its timeouts are counted.
 """
 from __future__ import annotations
 

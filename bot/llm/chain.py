@@ -26,6 +26,7 @@ from .hedging import HedgeBudget, LatencyWindow
 from .prompt import PromptBuilder
 from .providers.base import Completion, Provider, Request, estimate_request
 from .routes import LLMSettings, Step
+from .stalls import HostWatch, Ticket
 
 __all__ = ["ChainTier", "Outcome"]
 
@@ -62,6 +63,10 @@ class ChainTier:
         self.hedge_budget = HedgeBudget(settings.hedge_budget)
         self._unknown_routes: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
+        self.hosts = {name: HostWatch(name, factor=settings.stall_factor, floor_s=settings.stall_floor_s,
+                                      enabled=settings.stall_detection, slow_start=settings.slow_start,
+                                      on_stall=self._stalled)
+                      for name in self.providers}
         breakers.on_open(self._breaker_opened)
 
     # -- the tier ----------------------------------------------------------------------
@@ -135,8 +140,11 @@ class ChainTier:
                 continue
             if reason:
                 return reason
-        return (self.breakers.host(step.provider).available()
-                or self.breakers.get(step.provider, step.model).available())
+        reason = (self.breakers.host(step.provider).available()
+                  or self.breakers.get(step.provider, step.model).available())
+        if reason is None and self.hosts[step.provider].slow_start_full():
+            return UNPROVEN
+        return reason
 
     def rate_wait(self, outcome: Outcome, turn: TurnContext, tries: int) -> float | None:
         """Seconds to wait before retrying the same model after a 429, or None to move on.
@@ -165,11 +173,14 @@ class ChainTier:
         """Run one non-streaming attempt within `budget` seconds; record and account it."""
         host, model = self.breakers.host(step.provider), self.breakers.get(step.provider, step.model)
         probes = (host.acquire(), model.acquire())
+        watch = self.hosts[step.provider]
+        ticket = watch.start()
         t0 = time.perf_counter()
         completion, error = None, None
         try:
             async with asyncio.timeout(budget):
-                completion = await self.providers[step.provider].complete(step.model, request, budget + 1.0)
+                completion = await watch.watch(
+                    ticket, self.providers[step.provider].complete(step.model, request, budget + 1.0))
         except E.ProviderError as e:
             error = e
         except TimeoutError:
@@ -179,21 +190,30 @@ class ChainTier:
             # bill) the prompt, so charge an estimate of it, flagged as such.
             host.release(probes[0])
             model.release(probes[1])
+            watch.end(ticket)
             self.record(turn, Outcome(step, None, cancelled(request), time.perf_counter() - t0))
             raise
         except Exception as e:  # a provider bug must not take the chain down
             log.exception(kv(provider=step.provider, model=step.model, outcome="error"))
             error = E.ProviderError(E.MALFORMED, type(e).__name__)
         outcome = Outcome(step, completion, error, time.perf_counter() - t0)
-        self.settle(outcome, probes, turn)
+        self.settle(outcome, probes, turn, ticket=ticket)
         return outcome
 
     def settle(self, outcome: Outcome, probes: tuple[bool, bool], turn: TurnContext,
-               *, first_token_s: float | None = None) -> None:
-        """Feed the breakers, remember latency, handle auth, record the attempt."""
+               *, first_token_s: float | None = None, ticket: Ticket | None = None) -> None:
+        """Feed the breakers and the host's stall watch, remember latency, handle auth,
+        record the attempt."""
         step = outcome.step
         host, model = self.breakers.host(step.provider), self.breakers.get(step.provider, step.model)
         err = outcome.error
+        if ticket is not None:
+            watch = self.hosts[step.provider]
+            if err is None or err.outcome not in E.TRANSPORT_FAILURES:
+                watch.answered(ticket)
+            if err is None:
+                watch.latency.add(first_token_s if first_token_s is not None else outcome.latency_s)
+            watch.end(ticket, silent=err is not None and err.outcome in E.TRANSPORT_FAILURES)
         if err is None:
             host.success()
             model.success()
@@ -272,6 +292,18 @@ class ChainTier:
         if p95 is None or p95 >= budget:
             return await self.attempt(step, request, budget, turn)
         first = asyncio.ensure_future(self.attempt(step, request, budget, turn))
+        pending: set[asyncio.Future] = {first}
+        try:
+            return await self._race(first, pending, step, p95, request, turn, candidates)
+        except asyncio.CancelledError:
+            # Out of time (the pipeline's deadline): no attempt may outlive the turn.
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            raise
+
+    async def _race(self, first: asyncio.Future, pending: set[asyncio.Future], step: Step, p95: float,
+                    request: Request, turn: TurnContext, candidates: "Candidates") -> Outcome:
         done, _ = await asyncio.wait({first}, timeout=p95)
         if done:
             return first.result()
@@ -284,7 +316,7 @@ class ChainTier:
         log.info(kv(provider=step.provider, model=step.model, event="hedge", after_ms=round(p95 * 1000, 1),
                      hedge=f"{step2.provider}/{step2.model}"))
         second = asyncio.ensure_future(self.attempt(step2, request, budget2, turn))
-        pending = {first, second}
+        pending.add(second)
         last: Outcome | None = None
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -302,6 +334,11 @@ class ChainTier:
         return last
 
     # -- events --------------------------------------------------------------------------------
+    def _stalled(self, provider: str, detail: str) -> None:
+        """A host went silent (stalls.py): open its breaker now; its in-flight attempts move on."""
+        log.warning(kv(provider=provider, event="stalled", detail=detail, action="breaker_open_rescue_in_flight"))
+        self.breakers.host(provider).trip(E.STALLED)
+
     def _breaker_opened(self, breaker, reason: str) -> None:
         log.warning(kv(provider=breaker.provider, model=breaker.model, event="breaker_open", reason=reason,
                        cooldown_s=round(breaker.current_cooldown, 1) if breaker.opened else None))
@@ -323,6 +360,9 @@ class ChainTier:
             log.warning(kv(event="breaker_open_not_recorded", error=type(task.exception()).__name__))
 
 
+UNPROVEN = "unproven"  # skip reason: slow start (stalls.py), the host's probes are out
+
+
 def cancelled(request: Request) -> E.ProviderError:
     return E.ProviderError("cancelled", input_tokens=estimate_request(request), usage_estimated=True)
 
@@ -342,6 +382,7 @@ class Candidates:
         self._i = 0
         self._dead_hosts: set[str] = set()
         self._reserved: tuple[Step, float] | None = None
+        self._considered = False  # a step was sent to, or passed over by slow start
 
     def __iter__(self) -> Iterator[tuple[Step, float]]:
         return self
@@ -368,12 +409,27 @@ class Candidates:
         if outcome.error is not None and outcome.error.outcome in E.TRANSPORT_FAILURES:
             self._dead_hosts.add(outcome.step.provider)
 
+    def _later_eligible(self) -> bool:
+        """Could a step after the current one be tried now? (Asks without recording.)"""
+        return any(s.provider not in self._dead_hosts
+                   and self.chain.skip_reason(s, self.event) in (None, UNPROVEN)
+                   for s in self._steps[self._i:])
+
     def _find(self) -> tuple[Step, float] | None:
         while self._i < len(self._steps):
             step = self._steps[self._i]
             self._i += 1
             reason = "host_failed_this_turn" if step.provider in self._dead_hosts else None
             reason = reason or self.chain.skip_reason(step, self.event)
+            if reason == UNPROVEN:
+                # Slow start holds only for the first provider a message would send to: past
+                # it, the next one is taken whatever its state (at a cold start every provider
+                # is unproven, and a message moving on after a failure must not be bounced
+                # again), and never past the last, to the templates.
+                if self._considered or not self._later_eligible():
+                    reason = None
+            if reason in (None, UNPROVEN):
+                self._considered = True
             if reason:
                 self.turn.record(Attempt(step.provider, step.model, f"skipped:{reason}"))
                 continue

@@ -43,6 +43,8 @@ async def stream_reply(chain: ChainTier, event: Event, turn: TurnContext) -> Asy
         req = dataclasses.replace(request, continue_from=so_far) if so_far else request
         host, model = chain.breakers.host(step.provider), chain.breakers.get(step.provider, step.model)
         probes = (host.acquire(), model.acquire())
+        watch = chain.hosts[step.provider]
+        ticket = watch.start()
         loop = asyncio.get_running_loop()
         ends_at = loop.time() + budget
         t0 = time.perf_counter()
@@ -55,9 +57,14 @@ async def stream_reply(chain: ChainTier, event: Event, turn: TurnContext) -> Asy
             while True:
                 try:
                     async with asyncio.timeout_at(ends_at):
-                        item = await agen.__anext__()
+                        if ticket.answered:
+                            item = await agen.__anext__()
+                        else:  # nothing from the host yet: leave it if it stalls
+                            item = await watch.watch(ticket, agen.__anext__())
                 except StopAsyncIteration:
                     break
+                if not ticket.answered:
+                    watch.answered(ticket)
                 if isinstance(item, Completion):
                     completion = item
                     continue
@@ -74,6 +81,7 @@ async def stream_reply(chain: ChainTier, event: Event, turn: TurnContext) -> Asy
         except (asyncio.CancelledError, GeneratorExit):
             host.release(probes[0])
             model.release(probes[1])
+            watch.end(ticket)
             chain.record(turn, Outcome(step, None, cancelled(req), time.perf_counter() - t0))
             raise
         except Exception as e:
@@ -88,7 +96,7 @@ async def stream_reply(chain: ChainTier, event: Event, turn: TurnContext) -> Asy
         if error is not None and error.partial == "" and produced:
             error.partial = "".join(shown[-produced:])
         outcome = Outcome(step, completion if error is None else None, error, time.perf_counter() - t0)
-        chain.settle(outcome, probes, turn, first_token_s=first_token)
+        chain.settle(outcome, probes, turn, first_token_s=first_token, ticket=ticket)
         if error is None:
             meta: dict[str, Any] = {}
             if cut:
