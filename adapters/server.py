@@ -40,6 +40,7 @@ log = logging.getLogger("tierbot.server")
 MAX_BODY = 1024 * 1024  # 1 MiB; Telegram updates are a few kB
 MAX_API_TEXT = 16_000
 SERVER_KEY = web.AppKey("tierbot_server", "Server")
+_OK_BODY = b'{"ok": true}'  # the webhook's answer, serialised once rather than per update
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -202,11 +203,11 @@ class Server:
         except web.HTTPRequestEntityTooLarge:
             return _error(413, f"body larger than {MAX_BODY} bytes")
         try:
-            key, text = tg.parse(body)
+            key, text, update = tg.parse(body)
         except BadUpdate as e:
             return _error(400, str(e))
-        await tg.accept(key, text)
-        return web.json_response({"ok": True})
+        await tg.accept(key, text, update)
+        return web.Response(body=_OK_BODY, content_type="application/json")
 
     async def api_messages(self, request: web.Request) -> web.Response:
         auth = request.headers.get("Authorization", "")

@@ -9,6 +9,16 @@ handlers because the inbox must know when (and whether) an update was fully answ
 
 Replies leave through the durable outbox (`adapters/outbox.py`); typing indicators,
 drafts and callback answers are ephemeral and sent directly, best-effort.
+
+Indicators only when they help: "typing…" and drafts start after `typing_delay_s` /
+`draft_delay_s` (1 s) without an answer. A reply ready sooner — the cache, templates, a
+fast model — goes out as one sendMessage; under the load bench the old 0.3 s typing delay
+and immediate drafts cost two extra Bot API calls per LLM answer of 300 ms.
+
+Concurrency: an update holds a slot while it is answered, which is mostly waiting on a
+provider. A fixed 64 slots capped one process below 150 updates/s with CPU to spare; the
+number of slots now follows the event loop's lag, up to `concurrency` (512), so the
+process takes on as much as its CPU keeps up with (`adapters/admission.py`).
 """
 from __future__ import annotations
 
@@ -33,6 +43,7 @@ from bot.models import Attachment, Event, Reply
 from bot.pipeline import SupportBot
 from bot.rendering import Renderer
 
+from .admission import AdaptiveSlots
 from .durable import DurableStore
 from .inbox import Inbox
 from .outbox import Call, Outbox, Permanent, RetryLater, Transient
@@ -66,10 +77,12 @@ class TelegramSettings:
     stream_drafts: bool = True
     draft_interval_s: float = 0.4
     typing_interval_s: float = 4.0  # Telegram shows "typing…" for 5 s per call
-    # Answers ready sooner (cache, templates) skip the indicator: one Bot API call saved
-    # per message, and Telegram's per-bot limits are counted in calls.
-    typing_delay_s: float = 0.3
-    concurrency: int = 64
+    # Answers ready sooner skip the indicator and the drafts: Bot API calls saved per
+    # message, and Telegram's per-bot limits are counted in calls.
+    typing_delay_s: float = 1.0
+    draft_delay_s: float = 1.0
+    concurrency: int = 512  # most updates answered at once; the limit in use adapts below it
+    send_concurrency: int = 64  # outbox calls to Telegram in flight
     lease_s: float = 30.0  # > the reply deadline; a crashed process's work is retaken after this
     poll_timeout_s: int = 25
 
@@ -93,8 +106,10 @@ class TelegramSettings:
             webhook_secret=secret,
             stream_drafts=config.get_bool("TELEGRAM_STREAM_DRAFTS", True),
             draft_interval_s=config.get_float("TELEGRAM_DRAFT_INTERVAL_S", 0.4, minimum=0.0),
-            typing_delay_s=config.get_float("TELEGRAM_TYPING_DELAY_S", 0.3, minimum=0.0),
-            concurrency=config.get_int("TELEGRAM_CONCURRENCY", 64, minimum=1),
+            typing_delay_s=config.get_float("TELEGRAM_TYPING_DELAY_S", 1.0, minimum=0.0),
+            draft_delay_s=config.get_float("TELEGRAM_DRAFT_DELAY_S", 1.0, minimum=0.0),
+            concurrency=config.get_int("TELEGRAM_CONCURRENCY", 512, minimum=1),
+            send_concurrency=config.get_int("TELEGRAM_SEND_CONCURRENCY", 64, minimum=1),
             lease_s=config.get_float("TELEGRAM_LEASE_S", 30.0, minimum=0.1),
             poll_timeout_s=config.get_int("TELEGRAM_POLL_TIMEOUT_S", 25, minimum=0),
         )
@@ -107,8 +122,21 @@ class TelegramSettings:
         return f"{base}/bot{{token}}", f"{base}/file/bot{{token}}"
 
 
+def _pool_size(settings: TelegramSettings) -> int:
+    """Connections to the Bot API: the outbox's sends plus indicators, not one per slot."""
+    return max(16, min(settings.concurrency, 2 * settings.send_concurrency))
+
+
 def _seconds(retry_after: int | dtm.timedelta) -> float:
     return retry_after.total_seconds() if isinstance(retry_after, dtm.timedelta) else float(retry_after)
+
+
+@dataclass
+class _Progress:
+    """What the customer has been shown while an answer is being made."""
+
+    started: float  # time.monotonic() when answering began
+    last_draft: float = float("-inf")  # when a draft was last shown
 
 
 class _ChatLocks:
@@ -146,16 +174,16 @@ class TelegramAdapter:
         base_url, file_url = settings.urls()
         self.application = (Application.builder().token(settings.token).base_url(base_url)
                             .base_file_url(file_url).updater(None)
-                            .request(AiohttpRequest(connection_pool_size=max(16, settings.concurrency)))
+                            .request(AiohttpRequest(connection_pool_size=_pool_size(settings)))
                             .get_updates_request(AiohttpRequest(connection_pool_size=1))
                             .build())
         self.inbox = Inbox(store, lease_s=settings.lease_s)
-        self.outbox = Outbox(store, lease_s=settings.lease_s)
+        self.outbox = Outbox(store, lease_s=settings.lease_s, concurrency=settings.send_concurrency)
         self.outbox.register(PLATFORM, self._deliver)
         self.accepting = False
         self._tasks: dict[str, asyncio.Task[None]] = {}  # inbox key -> task answering it
         self._received: dict[str, float] = {}  # inbox key -> when it arrived (for latency metrics)
-        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._slots = AdaptiveSlots(settings.concurrency)
         self._chats = _ChatLocks()
         self._background: list[asyncio.Task[None]] = []
         self._ready = asyncio.Event()
@@ -216,6 +244,7 @@ class TelegramAdapter:
 
     def _on_connected(self, recover: bool) -> None:
         self.outbox.start()
+        self._slots.start()
         self._ready.set()
         if recover:
             self._background.append(asyncio.create_task(self._recover_loop(), name="telegram-recover"))
@@ -229,6 +258,7 @@ class TelegramAdapter:
             t.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._background.clear()
+        await self._slots.stop()
         if self._tasks:
             _, pending = await asyncio.wait(list(self._tasks.values()), timeout=timeout)
             if pending:
@@ -253,15 +283,19 @@ class TelegramAdapter:
         log.info(kv(telegram="webhook_set", url=s.webhook_url))
 
     # -- receiving --------------------------------------------------------------------
-    def parse(self, body: bytes) -> tuple[str, str]:
-        """Validate a webhook body: (inbox key, JSON text) or BadUpdate."""
+    def parse(self, body: bytes) -> tuple[str, str, Update]:
+        """Validate a webhook body: (inbox key, JSON text, parsed Update) or BadUpdate."""
         try:
             data = json.loads(body)
         except (UnicodeDecodeError, ValueError, RecursionError):  # deep nesting: RecursionError
             raise BadUpdate("body is not valid JSON") from None
-        return self._check(data)
+        try:  # kept as received (it parsed, so it is JSON): no second serialisation
+            raw: str | None = body.decode("utf-8")
+        except UnicodeDecodeError:  # UTF-16/32 JSON, which json.loads also accepts
+            raw = None
+        return self._check(data, raw)
 
-    def _check(self, data: Any) -> tuple[str, str]:
+    def _check(self, data: Any, raw: str | None = None) -> tuple[str, str, Update]:
         if not isinstance(data, dict):
             raise BadUpdate("an update must be a JSON object")
         update_id = data.get("update_id")
@@ -277,23 +311,25 @@ class TelegramAdapter:
         payload = getattr(update, kinds[0], None)
         if isinstance(payload, Message) and payload.chat is None:  # PTB parses it; answering would crash
             raise BadUpdate(f"the {kinds[0]} is malformed (no chat)")
-        return f"{PLATFORM}:{update_id}", json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        body = raw if raw is not None else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        return f"{PLATFORM}:{update_id}", body, update
 
-    async def accept(self, key: str, body: str) -> bool:
-        """Durably record an update, then start answering it. False for a redelivery."""
+    async def accept(self, key: str, body: str, update: Update | None = None) -> bool:
+        """Durably record an update, then start answering it. False for a redelivery.
+        `update`: the body already parsed (the webhook has it), so it is not parsed twice."""
         received = time.time()
         new = await self.inbox.record(key, body)
         if new:
             self._received[key] = received
-            self._spawn(key, body)
+            self._spawn(key, body, update)
         else:
             log.info(kv(telegram="duplicate", key=key))
         return new
 
-    def _spawn(self, key: str, body: str) -> None:
+    def _spawn(self, key: str, body: str, update: Update | None = None) -> None:
         if key in self._tasks:
             return
-        task = asyncio.create_task(self._process(key, body), name=f"telegram-{key}")
+        task = asyncio.create_task(self._process(key, body, update), name=f"telegram-{key}")
         self._tasks[key] = task
         task.add_done_callback(self._forget)
 
@@ -321,13 +357,15 @@ class TelegramAdapter:
                 log.exception("inbox recovery failed")
             await asyncio.sleep(interval)
 
-    async def _process(self, key: str, body: str) -> None:
-        await self._ready.wait()  # connected to Telegram (getMe done)
+    async def _process(self, key: str, body: str, update: Update | None = None) -> None:
+        if not self._ready.is_set():
+            await self._ready.wait()  # connected to Telegram (getMe done)
         async with self._slots:
             try:
                 if not await self.inbox.take(key):  # answered, or another process has it
                     return
-                update = Update.de_json(json.loads(body), self.tg)
+                if update is None:
+                    update = Update.de_json(json.loads(body), self.tg)
                 chat = update.effective_chat
                 await self._chats.run(str(chat.id) if chat else key, lambda: self._dispatch(update, key))
             except asyncio.CancelledError:
@@ -428,32 +466,44 @@ class TelegramAdapter:
             return "Thanks for your message! Please type your question and I'll help."
 
     async def _answer(self, event: Event, chat_id: int, *, private: bool) -> Reply:
-        """Run the pipeline with a typing indicator; stream drafts in private chats."""
-        typing = asyncio.create_task(self._typing(chat_id))
+        """Run the pipeline; "typing…" only if no answer within typing_delay_s; drafts in
+        private chats (which then stand in for "typing…")."""
+        progress = _Progress(time.monotonic())
+        typing: list[asyncio.Task[None]] = []
+        # A timer, not a sleeping task: most answers never need one, and then cost nothing.
+        timer = asyncio.get_running_loop().call_later(
+            self.settings.typing_delay_s,
+            lambda: typing.append(asyncio.create_task(self._typing(chat_id, progress))))
         try:
             if private and self.settings.stream_drafts:
-                return await self._streamed(event, chat_id)
+                return await self._streamed(event, chat_id, progress)
             return await self.bot.handle(event)
         finally:
-            typing.cancel()
+            timer.cancel()
+            for task in typing:
+                task.cancel()
 
-    async def _typing(self, chat_id: int) -> None:
-        await asyncio.sleep(self.settings.typing_delay_s)
+    async def _typing(self, chat_id: int, progress: "_Progress") -> None:
+        interval = self.settings.typing_interval_s
         while True:
-            try:
-                await self.tg.send_chat_action(chat_id=chat_id, action="typing")
-            except RetryAfter as e:
-                await asyncio.sleep(_seconds(e.retry_after))
-                continue
-            except TelegramError as e:
-                log.debug(kv(telegram="typing_failed", error=type(e).__name__))
-            await asyncio.sleep(self.settings.typing_interval_s)
+            if time.monotonic() - progress.last_draft >= interval:  # a fresh draft shows progress itself
+                try:
+                    await self.tg.send_chat_action(chat_id=chat_id, action="typing")
+                except RetryAfter as e:
+                    await asyncio.sleep(_seconds(e.retry_after))
+                    continue
+                except TelegramError as e:
+                    log.debug(kv(telegram="typing_failed", error=type(e).__name__))
+            await asyncio.sleep(interval)
 
-    async def _streamed(self, event: Event, chat_id: int) -> Reply:
-        """Show the answer growing as a draft; the final Reply is what gets sent for real."""
+    async def _streamed(self, event: Event, chat_id: int, progress: "_Progress") -> Reply:
+        """Show the answer growing as a draft once it has taken longer than draft_delay_s;
+        the final Reply is what gets sent for real."""
+        s = self.settings
         draft_id = random.randint(1, 2**31 - 1)
-        shown, last_sent, drafting = "", 0.0, True
-        text = ""
+        drafts_from = progress.started + s.draft_delay_s
+        pieces: list[str] = []
+        shown_len, last_sent, drafting = 0, 0.0, True
         reply: Reply | None = None
         async for item in self.bot.stream(event):
             if isinstance(item, Reply):
@@ -461,18 +511,24 @@ class TelegramAdapter:
                 break
             if not item:
                 continue
-            text += item
+            pieces.append(item)
+            if not drafting:
+                continue
             now = time.monotonic()
-            if drafting and now - last_sent >= self.settings.draft_interval_s and text != shown:
+            if now >= drafts_from and now - last_sent >= s.draft_interval_s:
+                text = "".join(pieces)
+                if len(text) == shown_len:
+                    continue
                 preview = split_text(text, MAX_TEXT)[0] if len(text) > MAX_TEXT // 2 else text
                 try:
                     await self.tg.send_message_draft(chat_id=chat_id, draft_id=draft_id, text=preview)
-                    shown, last_sent = text, now
+                    shown_len, last_sent = len(text), now
+                    progress.last_draft = time.monotonic()
                 except TelegramError as e:  # drafts are a nicety: stop drafting, keep answering
                     drafting = False
                     log.info(kv(telegram="draft_off", error=type(e).__name__))
         if reply is None:  # the pipeline always ends with a Reply; be safe anyway
-            reply = Reply(text=text, tier="template")
+            reply = Reply(text="".join(pieces), tier="template")
         return reply
 
     async def _enqueue_reply(self, chat_id: int, text: str, key: str, msg: Message | None = None) -> None:
@@ -593,9 +649,9 @@ class TelegramAdapter:
             for update in updates:
                 data = update.to_dict()
                 try:
-                    key, body = self._check(data)
+                    key, body, parsed = self._check(data)
                 except BadUpdate as e:
                     log.warning(kv(telegram="bad_update", update_id=update.update_id, error=str(e)))
                 else:
-                    await self.accept(key, body)
+                    await self.accept(key, body, parsed)
                 offset = update.update_id + 1

@@ -35,6 +35,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import signal
 import statistics
 import sys
@@ -136,6 +137,10 @@ async def run_step(tg: FakeTelegram, base: str, rate: float, seconds: float, fir
     await asyncio.sleep(0.5)  # any duplicate would show up now
     got = answered()
     latencies = [times[0] - posted[chat] for chat, times in got.items()]
+    per_method: dict[str, int] = {}
+    for c in tg.calls[calls_before:]:
+        if c.params.get("chat_id") is not None and int(c.params["chat_id"]) in posted:
+            per_method[c.method] = per_method.get(c.method, 0) + 1
     return {
         "rate": rate, "seconds": seconds, "updates": n,
         "offered_rate": round(n / (send_done - start), 1) if send_done > start else rate,
@@ -144,6 +149,7 @@ async def run_step(tg: FakeTelegram, base: str, rate: float, seconds: float, fir
         "doubled": sum(1 for t in got.values() if len(t) > 1),
         "p50_ms": round(pct(latencies, 50) * 1000, 1), "p99_ms": round(pct(latencies, 99) * 1000, 1),
         "max_ms": round(max(latencies) * 1000, 1) if latencies else float("nan"),
+        "bot_api_calls_per_update": {m: round(k / max(1, n), 2) for m, k in sorted(per_method.items())},
     }
 
 
@@ -203,7 +209,7 @@ def failed(step: dict) -> bool:
             or step["p99_ms"] > 5000)
 
 
-async def start_server(tg: FakeTelegram, fp: FakeProviders, *, llm: bool, groq_transport: str = "aiohttp"):
+async def start_server(tg: FakeTelegram, fp: FakeProviders, *, llm: bool, env_extra: dict[str, str] | None = None):
     port = free_port()
     data_dir = tempfile.mkdtemp(prefix="tierbot-load-")
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
@@ -211,7 +217,7 @@ async def start_server(tg: FakeTelegram, fp: FakeProviders, *, llm: bool, groq_t
         env.update(fp.env())
     env.update({"TELEGRAM_BOT_TOKEN": tg.token, "TELEGRAM_API_BASE_URL": tg.base_url,
                 "TELEGRAM_WEBHOOK_SECRET": SECRET, "TIERBOT_DATA_DIR": data_dir, "PORT": str(port),
-                "TIERBOT_LOG_LEVEL": "ERROR", "TIERBOT_GROQ_TRANSPORT": groq_transport})
+                "TIERBOT_LOG_LEVEL": "ERROR", "TIERBOT_GROQ_TRANSPORT": "aiohttp", **(env_extra or {})})
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", env=env, cwd=data_dir,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
@@ -234,7 +240,18 @@ async def stop_server(proc) -> int:
     return proc.returncode
 
 
-async def measured(proc, tg, base, rate, seconds, first_id, settle) -> dict:
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+async def measured(proc, tg, base, rate, seconds, first_id, settle, profile: Path | None = None) -> dict:
+    spy = None
+    if profile is not None:  # py-spy samples the server from outside (collapsed stacks, GIL holders only)
+        spy = await asyncio.create_subprocess_exec(
+            shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "--gil", "--format", "raw", "--rate", "200",
+            "--duration", str(int(seconds)), "-o", str(profile), "--pid", str(proc.pid),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    load_before = load_average()
     cpu_s, cpu_b, t1 = proc_cpu_s(proc.pid), time.process_time(), time.monotonic()
     step = await run_step(tg, base, rate, seconds, first_id, settle)
     wall = time.monotonic() - t1
@@ -242,17 +259,20 @@ async def measured(proc, tg, base, rate, seconds, first_id, settle) -> dict:
     step["server_cpu_share"] = round((proc_cpu_s(proc.pid) - cpu_s) / wall, 2)
     step["bench_cpu_share"] = round((time.process_time() - cpu_b) / wall, 2)
     step["peak_rss_mb"] = round(proc_status(proc.pid, "VmHWM") / 1024, 1)
+    step["load_average_before_after"] = [load_before, load_average()]
     step["failed"] = failed(step)
+    if spy is not None:
+        await spy.wait()
     return step
 
 
-async def ramp(tg, fp, rates, args, *, llm: bool, groq_transport: str = "aiohttp") -> list[dict]:
-    proc, base = await start_server(tg, fp, llm=llm, groq_transport=groq_transport)
+async def ramp(tg, fp, rates, args, variant: str, env_extra: dict[str, str]) -> list[dict]:
+    proc, base = await start_server(tg, fp, llm=True, env_extra=env_extra)
     steps, first_id = [], 1
     try:
         for rate in rates:
             step = await measured(proc, tg, base, rate, args.step_seconds, first_id, args.settle)
-            step["mode"] = f"llm ({groq_transport})" if llm else "templates"
+            step["variant"] = variant
             first_id += 10_000_000
             steps.append(step)
             print(json.dumps(step), flush=True)
@@ -263,60 +283,101 @@ async def ramp(tg, fp, rates, args, *, llm: bool, groq_transport: str = "aiohttp
     return steps
 
 
+def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
+    """"name" or "name:KEY=VALUE,KEY=VALUE": server settings for one side of a comparison."""
+    name, _, rest = spec.partition(":")
+    env = {}
+    for pair in filter(None, (p.strip() for p in rest.split(","))):
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--variant {spec!r}: expected KEY=VALUE, got {pair!r}")
+        env[key.strip()] = value.strip()
+    return name.strip() or "default", env
+
+
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=200)
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--main-settle", type=float, default=60, help="max seconds to wait for the main run's backlog")
     ap.add_argument("--llm-latency", type=float, default=0.3)
-    ap.add_argument("--ramp", default="25,50,75,100,150,200,300,400",
-                    help="comma list of rates for the ramps ('' = none)")
+    ap.add_argument("--ramp", default="100,150,200,300,400",
+                    help="comma list of rates for the LLM ramp ('' = none)")
     ap.add_argument("--step-seconds", type=float, default=10)
     ap.add_argument("--settle", type=float, default=15)
-    ap.add_argument("--groq-transports", default="httpx,aiohttp",
-                    help="groq SDK transports to ramp the LLM path with, side by side")
-    ap.add_argument("--skip-templates", action="store_true", help="no templates-only ramp")
+    ap.add_argument("--variant", action="append", default=None, metavar="NAME[:KEY=VALUE,...]",
+                    help="server settings to compare side by side (repeatable), e.g. "
+                         "'before:TELEGRAM_CONCURRENCY=64,TELEGRAM_TYPING_DELAY_S=0.3,TELEGRAM_DRAFT_DELAY_S=0'; "
+                         "default: one run with the shipped defaults")
+    ap.add_argument("--templates-ramp", action="store_true",
+                    help="also ramp the server without provider keys (cache/templates answer)")
+    ap.add_argument("--skip-main", action="store_true", help="ramps only")
+    ap.add_argument("--skip-transport", action="store_true", help="no PTB transport comparison")
+    ap.add_argument("--profile", default=None, metavar="DIR",
+                    help="py-spy the server during each main run (collapsed stacks of GIL holders in DIR)")
     ap.add_argument("--quick", action="store_true", help="5 s at 50/s, ramp 25,50 of 3 s: a smoke test")
     ap.add_argument("--json", default=None, help="also write the results to this file")
     args = ap.parse_args()
     if args.quick:
         args.rate, args.seconds, args.ramp, args.step_seconds, args.main_settle = 50, 5, "25,50", 3, 30
     rates = [float(r) for r in args.ramp.split(",") if r.strip()]
+    variants = [parse_variant(v) for v in (args.variant or ["default"])]
 
-    results: dict = {"config": vars(args)}
+    results: dict = {"config": vars(args), "load_average_start": load_average()}
     async with FakeTelegram() as tg, FakeProviders() as fp:
         fp.groq.default = ok("Thanks for asking! Here is what I found for you.", latency=args.llm_latency)
         # 0. The Telegram transport alone (this process's CPU includes the fake's share,
         #    the same for both, so the difference is the client side).
-        results["transport"] = await transport_compare(tg, 500 if args.quick else 3000)
-        print(json.dumps(results["transport"]), flush=True)
-        # 1. Ramps: where does it stop keeping up? With the LLM chain, and with templates only
-        #    (no provider keys), which isolates the server + Telegram + durability cost.
+        if not args.skip_transport:
+            results["transport"] = await transport_compare(tg, 500 if args.quick else 3000)
+            print(json.dumps(results["transport"]), flush=True)
+        # 1. Ramps: where does it stop keeping up? Through the LLM chain, once per variant;
+        #    optionally with templates only (no provider keys), which isolates the server +
+        #    Telegram + durability cost.
         if rates:
-            if not args.skip_templates:
-                results["ramp_templates"] = await ramp(tg, fp, rates, args, llm=False)
-            for transport in [t.strip() for t in args.groq_transports.split(",") if t.strip()]:
-                results[f"ramp_llm_{transport}"] = await ramp(tg, fp, rates, args, llm=True,
-                                                              groq_transport=transport)
-        # 2. The main run: --rate for --seconds through the LLM chain.
-        proc, base = await start_server(tg, fp, llm=True)
-        try:
-            rss_idle = proc_status(proc.pid, "VmRSS")
-            main_step = await measured(proc, tg, base, args.rate, args.seconds, MAIN_FIRST_ID, args.main_settle)
-            main_step["idle_rss_mb"] = round(rss_idle / 1024, 1)
-            main_step["mode"] = "llm (aiohttp)"
-            results["main"] = main_step
-            print(json.dumps(main_step), flush=True)
-        finally:
-            results["server_exit_code"] = await stop_server(proc)
-        # 3. Accounting after the graceful stop: every accepted update is either answered
-        #    or still recorded for the next start; none is lost.
-        results["main_accounting"] = account(Path(proc.data_dir), MAIN_FIRST_ID, results["main"])
-        print(json.dumps(results["main_accounting"]), flush=True)
+            if args.templates_ramp:
+                proc_steps = []
+                proc, base = await start_server(tg, fp, llm=False)
+                try:
+                    first_id = 1
+                    for rate in rates:
+                        step = await measured(proc, tg, base, rate, args.step_seconds, first_id, args.settle)
+                        step["variant"] = "templates"
+                        first_id += 10_000_000
+                        proc_steps.append(step)
+                        print(json.dumps(step), flush=True)
+                        if step["failed"]:
+                            break
+                finally:
+                    await stop_server(proc)
+                results["ramp_templates"] = proc_steps
+            for name, env_extra in variants:
+                results[f"ramp_llm_{name}"] = await ramp(tg, fp, rates, args, name, env_extra)
+        # 2. The main run: --rate for --seconds through the LLM chain, once per variant.
+        for n, (name, env_extra) in enumerate([] if args.skip_main else variants):
+            first_id = MAIN_FIRST_ID + n * 100_000_000 // 4
+            proc, base = await start_server(tg, fp, llm=True, env_extra=env_extra)
+            profile = None
+            if args.profile:
+                Path(args.profile).mkdir(parents=True, exist_ok=True)
+                profile = Path(args.profile) / f"main-{name}.txt"
+            try:
+                rss_idle = proc_status(proc.pid, "VmRSS")
+                main_step = await measured(proc, tg, base, args.rate, args.seconds, first_id, args.main_settle,
+                                           profile)
+                main_step["idle_rss_mb"] = round(rss_idle / 1024, 1)
+                main_step["variant"] = name
+                results[f"main_{name}"] = main_step
+                print(json.dumps(main_step), flush=True)
+            finally:
+                results[f"server_exit_code_{name}"] = await stop_server(proc)
+            # 3. Accounting after the graceful stop: every accepted update is either answered
+            #    or still recorded for the next start; none is lost.
+            results[f"main_accounting_{name}"] = account(Path(proc.data_dir), first_id, main_step)
+            print(json.dumps(results[f"main_accounting_{name}"]), flush=True)
         results["bench_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps({k: v for k, v in results.items()
-                      if k not in ("main", "main_accounting", "transport") and not k.startswith("ramp_")}),
-          flush=True)
+                      if k != "transport" and not k.startswith(("main_", "ramp_"))}), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

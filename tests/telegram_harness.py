@@ -66,7 +66,7 @@ class StreamingEcho(EchoTier):
 def make_config(base_url: str, data_dir: Path, **extra: str) -> Config:
     env = {"TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_BASE_URL": base_url,
            "TELEGRAM_WEBHOOK_SECRET": SECRET, "TIERBOT_DATA_DIR": str(data_dir),
-           "TELEGRAM_DRAFT_INTERVAL_S": "0", **extra}
+           "TELEGRAM_DRAFT_INTERVAL_S": "0", "TELEGRAM_DRAFT_DELAY_S": "0", **extra}
     return Config.from_env(env, dotenv=False)
 
 

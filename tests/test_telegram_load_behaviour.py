@@ -1,0 +1,209 @@
+"""What keeps one process answering under load, through the real server and the fake Bot
+API: indicators only for slow answers, an admission limit that follows the event loop,
+replies sent without a claim round trip, and a stop that leaves no reply leased."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from adapters.admission import AdaptiveSlots
+from adapters.durable import DurableStore
+from adapters.outbox import Outbox
+from adapters.telegram import TelegramSettings
+from bot.config import Config
+from fakes.telegram_api import FakeTelegram, text_update
+from telegram_harness import EchoTier, StreamingEcho, make_bot, make_config, post_update, running
+
+
+@pytest.fixture
+async def tg():
+    async with FakeTelegram() as fake:
+        yield fake
+
+
+def methods(fake: FakeTelegram) -> list[str]:
+    return [c.method for c in fake.calls if c.method not in ("getMe", "setWebhook")]
+
+
+def test_defaults_suit_a_bot_that_mostly_waits_on_providers():
+    s = TelegramSettings.from_config(Config.from_env({"TELEGRAM_BOT_TOKEN": "1:x"}, dotenv=False))
+    assert (s.concurrency, s.send_concurrency, s.typing_delay_s, s.draft_delay_s) == (512, 64, 1.0, 1.0)
+
+
+async def test_a_prompt_private_answer_is_one_sendmessage_no_typing_no_draft(tg, tmp_path):
+    # Shipped delays (1 s); a streamed answer ready in ~0.1 s
+    config = make_config(tg.base_url, tmp_path / "data", TELEGRAM_DRAFT_DELAY_S="1.0")
+    tier = StreamingEcho(["Your ", "parcel ", "left ", "today."], chunk_delay=0.02)
+    async with running(make_bot(config, tier), config) as (client, _):
+        await post_update(client, text_update(1, "where is my parcel?"))
+        await tg.wait_for(lambda f: f.texts(42))
+        await asyncio.sleep(1.2)  # past both delays: nothing late may follow
+    assert methods(tg) == ["sendMessage"]
+    assert tg.texts(42) == ["Your parcel left today."]
+
+
+async def test_drafts_start_only_once_the_answer_is_slow_and_replace_typing(tg, tmp_path):
+    config = make_config(tg.base_url, tmp_path / "data", TELEGRAM_DRAFT_DELAY_S="0.3",
+                         TELEGRAM_TYPING_DELAY_S="0.45")
+    words = [f"w{i} " for i in range(12)]
+    tier = StreamingEcho(words, chunk_delay=0.05)  # ~0.6 s in all
+    async with running(make_bot(config, tier), config) as (client, _):
+        await post_update(client, text_update(1, "tell me everything"))
+        await tg.wait_for(lambda f: f.texts(42), timeout=5)
+    drafts = [c for c in tg.calls if c.method == "sendMessageDraft"]
+    assert drafts, "a slow answer shows its progress"
+    # nothing before the delay: the first draft already holds several words
+    assert len(drafts[0].params["text"].split()) >= 4
+    # drafts were on screen when the typing delay ran out, so no "typing…" was sent
+    assert tg.sent("sendChatAction") == []
+    assert max(c.at for c in drafts) < next(c.at for c in tg.calls if c.method == "sendMessage")
+    assert tg.texts(42) == ["".join(words).strip()]
+
+
+async def test_concurrency_caps_answers_in_flight_and_the_rest_wait_their_turn(tg, tmp_path):
+    config = make_config(tg.base_url, tmp_path / "data", TELEGRAM_CONCURRENCY="3",
+                         TELEGRAM_STREAM_DRAFTS="false")
+    in_flight, peak = 0, 0
+
+    class Counting(EchoTier):
+        async def answer(self, event, turn):
+            nonlocal in_flight, peak
+            in_flight += 1
+            peak = max(peak, in_flight)
+            try:
+                await asyncio.sleep(0.1)
+                return await super().answer(event, turn)
+            finally:
+                in_flight -= 1
+
+    async with running(make_bot(config, Counting()), config) as (client, _):
+        for i in range(10):
+            assert (await post_update(client, text_update(i + 1, f"q{i}", chat_id=100 + i))).status == 200
+        await tg.wait_for(lambda f: len(f.texts()) == 10, timeout=10)
+        await asyncio.sleep(0.2)
+    assert peak == 3
+    assert sorted(tg.texts()) == sorted(f"echo: q{i}" for i in range(10))  # each once
+
+
+# -- the admission limit ---------------------------------------------------------------
+async def test_slots_admit_in_arrival_order():
+    slots = AdaptiveSlots(8, minimum=1, initial=1)
+    order: list[int] = []
+
+    async def one(i: int) -> None:
+        async with slots:
+            order.append(i)
+            await asyncio.sleep(0.01)
+
+    await asyncio.gather(*(one(i) for i in range(6)))
+    assert order == list(range(6)) and slots.in_use == 0
+
+
+async def test_limit_shrinks_when_the_loop_lags_and_grows_while_it_is_what_holds_work_back():
+    slots = AdaptiveSlots(100, minimum=4, initial=40, target_lag_s=0.02)
+    for _ in range(10):
+        slots.observe(0.2)  # a saturated loop
+    assert slots.limit == 4
+    # a prompt loop, but nobody waiting: no reason to grow
+    for _ in range(10):
+        slots.observe(0.0)
+    assert slots.limit == 4
+    held = [asyncio.create_task(slots.acquire()) for _ in range(10)]
+    await asyncio.sleep(0)
+    assert slots.in_use == 4 and slots.waiting == 6
+    for _ in range(20):
+        slots.observe(0.0)
+    assert slots.in_use == 10 and slots.waiting == 0  # grew and admitted the waiters
+    assert slots.limit <= 100
+    for t in held:
+        t.cancel()
+
+
+async def test_a_cancelled_waiter_gives_up_its_place_and_its_slot():
+    slots = AdaptiveSlots(1, minimum=1, initial=1)
+    await slots.acquire()
+    waiter = asyncio.create_task(slots.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    slots.release()
+    assert slots.in_use == 0 and slots.waiting == 0
+    await asyncio.wait_for(slots.acquire(), 1)  # free again
+
+
+async def test_a_saturated_loop_lowers_the_limit_in_a_running_server(tg, tmp_path):
+    config = make_config(tg.base_url, tmp_path / "data", TELEGRAM_STREAM_DRAFTS="false")
+    async with running(make_bot(config, EchoTier()), config) as (client, server):
+        slots = server.telegram._slots
+        before = slots.limit
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:  # hog the loop in 60 ms bursts
+            time.sleep(0.06)
+            await asyncio.sleep(0)
+        assert slots.limit < before
+        # and it still answers
+        await post_update(client, text_update(1, "still there?"))
+        await tg.wait_for(lambda f: f.texts(42), timeout=5)
+
+
+# -- the outbox ---------------------------------------------------------------------------
+class SlowCommits(DurableStore):
+    """Every operation is answered `delay` s after it committed (a busy disk)."""
+
+    delay = 0.0
+
+    async def run(self, fn):
+        result = await super().run(fn)
+        await asyncio.sleep(self.delay)
+        return result
+
+
+async def test_stopping_while_a_claim_commits_leaves_no_reply_leased(tmp_path):
+    store = SlowCommits.in_dir(tmp_path)
+    try:
+        outbox = Outbox(store, lease_s=60)
+        sent: list[str] = []
+
+        async def sender(chat_id, method, params):
+            sent.append(params["text"])
+
+        outbox.register("telegram", sender)
+        await outbox.enqueue("telegram", "42", [("sendMessage", {"chat_id": 42, "text": "hi"})])  # not started
+        store.delay = 0.3
+        outbox.start()
+        await asyncio.sleep(0.05)  # the runner is inside its claim now
+        await outbox.stop()
+        assert sent == []
+        [(lease,)] = store.query("SELECT lease_until FROM outbox")
+        assert lease == 0  # the next start sends it at once, not after lease_s
+    finally:
+        store.close()
+
+
+async def test_replies_to_one_chat_keep_their_order_when_sent_directly(tmp_path):
+    store = DurableStore.in_dir(tmp_path)
+    try:
+        outbox = Outbox(store)
+        sent: list[str] = []
+        release = asyncio.Event()
+
+        async def sender(chat_id, method, params):
+            if params["text"] == "first":
+                await release.wait()  # the first reply is slow to leave
+            sent.append(params["text"])
+
+        outbox.register("telegram", sender)
+        outbox.start()
+        await outbox.enqueue("telegram", "42", [("sendMessage", {"chat_id": 42, "text": "first"})])
+        await outbox.enqueue("telegram", "42", [("sendMessage", {"chat_id": 42, "text": "second"})])
+        await outbox.enqueue("telegram", "7", [("sendMessage", {"chat_id": 7, "text": "other chat"})])
+        await asyncio.sleep(0.2)
+        assert sent == ["other chat"]  # another chat is not held up; "second" waits for "first"
+        release.set()
+        assert await outbox.wait_idle(5)
+        assert sent == ["other chat", "first", "second"]
+        await outbox.stop()
+    finally:
+        store.close()
