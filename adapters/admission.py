@@ -7,8 +7,10 @@ deadline and fall back, and "typing…"/drafts start firing for all of them, whi
 more CPU still. Updates beyond the limit wait in arrival order, untouched.
 
 The limit follows the loop's lag (how late a timer fires: the time one loop iteration
-takes, i.e. how saturated the process is): it grows while the limit is what holds work
-back and the loop is prompt, and shrinks when the loop falls behind. Measured under
+takes): it grows while the limit is what holds work back and the loop is prompt, and
+shrinks when the loop falls behind *while this process is using most of a core*. A loop
+that lags because other processes have the CPU is not a reason to shrink: fewer answers
+in flight would then only leave the CPU we do get unused. Measured under
 bench/load_bench.py (BENCHMARKS.md, "Web server under load").
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from types import TracebackType
 
 from bot.logs import kv
@@ -30,17 +33,19 @@ class AdaptiveSlots:
 
     Without `start()` (no running monitor) it is a plain semaphore of `initial` slots."""
 
-    def __init__(self, maximum: int, *, minimum: int = 16, initial: int = 64,
-                 target_lag_s: float = 0.025, interval_s: float = 0.1) -> None:
+    def __init__(self, maximum: int, *, minimum: int = 32, initial: int = 64,
+                 target_lag_s: float = 0.025, busy_share: float = 0.8, interval_s: float = 0.1) -> None:
         if maximum < 1:
             raise ValueError("maximum must be at least 1")
         self.maximum = maximum
         self.minimum = max(1, min(minimum, maximum))
         self.limit = max(self.minimum, min(initial, maximum))
         self.target_lag_s = target_lag_s
+        self.busy_share = busy_share  # of one core: above it the lag is our own doing
         self.interval_s = interval_s
         self.in_use = 0
         self.lag_s = 0.0  # smoothed
+        self.cpu_share = 0.0  # smoothed: this process's CPU time per second of wall time
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._monitor: asyncio.Task[None] | None = None
 
@@ -96,22 +101,26 @@ class AdaptiveSlots:
             await asyncio.gather(self._monitor, return_exceptions=True)
             self._monitor = None
 
-    def observe(self, lag_s: float) -> None:
-        """One lag sample: adjust the limit (additive increase, multiplicative decrease)."""
+    def observe(self, lag_s: float, cpu_share: float = 1.0) -> None:
+        """One sample of loop lag and CPU use: adjust the limit (additive increase,
+        multiplicative decrease)."""
         self.lag_s = 0.7 * self.lag_s + 0.3 * max(0.0, lag_s)
+        self.cpu_share = 0.7 * self.cpu_share + 0.3 * max(0.0, cpu_share)
         old = self.limit
-        if self.lag_s > self.target_lag_s:
+        busy = self.cpu_share >= self.busy_share
+        if self.lag_s > self.target_lag_s and busy:
             self.limit = max(self.minimum, int(self.limit * 0.8))
-        elif self._waiters and self.in_use >= self.limit and self.lag_s < self.target_lag_s / 2:
+        elif self._waiters and self.in_use >= self.limit and (self.lag_s < self.target_lag_s / 2 or not busy):
             self.limit = min(self.maximum, self.limit + max(1, self.limit // 8))
             self._admit()
         if self.limit != old:
             log.debug(kv(admission="limit", limit=self.limit, lag_ms=round(self.lag_s * 1000, 1),
-                         in_use=self.in_use, waiting=len(self._waiters)))
+                         cpu=round(self.cpu_share, 2), in_use=self.in_use, waiting=len(self._waiters)))
 
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            t = loop.time()
+            t, cpu = loop.time(), time.process_time()
             await asyncio.sleep(self.interval_s)
-            self.observe(loop.time() - t - self.interval_s)
+            wall = loop.time() - t
+            self.observe(wall - self.interval_s, (time.process_time() - cpu) / wall)

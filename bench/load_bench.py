@@ -266,21 +266,29 @@ async def measured(proc, tg, base, rate, seconds, first_id, settle, profile: Pat
     return step
 
 
-async def ramp(tg, fp, rates, args, variant: str, env_extra: dict[str, str]) -> list[dict]:
-    proc, base = await start_server(tg, fp, llm=True, env_extra=env_extra)
-    steps, first_id = [], 1
+async def ramps(tg, fp, rates, args, variants: list[tuple[str, dict[str, str]]]) -> dict[str, list[dict]]:
+    """One server per variant, all started first; each rate is then run on every variant in
+    turn (interleaved, so a change in the machine's other load hits both sides alike).
+    A variant stops at its first failing step."""
+    servers = {}
     try:
+        for name, env_extra in variants:
+            servers[name] = await start_server(tg, fp, llm=True, env_extra=env_extra)
+        steps: dict[str, list[dict]] = {name: [] for name, _ in variants}
+        first_id = 1
         for rate in rates:
-            step = await measured(proc, tg, base, rate, args.step_seconds, first_id, args.settle)
-            step["variant"] = variant
-            first_id += 10_000_000
-            steps.append(step)
-            print(json.dumps(step), flush=True)
-            if step["failed"]:
-                break
+            for name, (proc, base) in servers.items():
+                if steps[name] and steps[name][-1]["failed"]:
+                    continue
+                step = await measured(proc, tg, base, rate, args.step_seconds, first_id, args.settle)
+                step["variant"] = name
+                first_id += 10_000_000
+                steps[name].append(step)
+                print(json.dumps(step), flush=True)
+        return steps
     finally:
-        await stop_server(proc)
-    return steps
+        for proc, _ in servers.values():
+            await stop_server(proc)
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
@@ -351,8 +359,8 @@ async def main() -> int:
                 finally:
                     await stop_server(proc)
                 results["ramp_templates"] = proc_steps
-            for name, env_extra in variants:
-                results[f"ramp_llm_{name}"] = await ramp(tg, fp, rates, args, name, env_extra)
+            for name, steps in (await ramps(tg, fp, rates, args, variants)).items():
+                results[f"ramp_llm_{name}"] = steps
         # 2. The main run: --rate for --seconds through the LLM chain, once per variant.
         for n, (name, env_extra) in enumerate([] if args.skip_main else variants):
             first_id = MAIN_FIRST_ID + n * 100_000_000 // 4
