@@ -9,8 +9,10 @@ more CPU still. Updates beyond the limit wait in arrival order, untouched.
 The limit follows the loop's lag (how late a timer fires: the time one loop iteration
 takes): it grows while the limit is what holds work back and the loop is prompt, and
 shrinks when the loop falls behind *while this process is using most of a core*. A loop
-that lags because other processes have the CPU is not a reason to shrink: fewer answers
-in flight would then only leave the CPU we do get unused. Measured under
+that lags because other processes have the CPU is not a reason to shrink (fewer answers
+in flight would then leave the CPU we do get unused) nor to grow: the limit stays. While
+the process is behind (`behind`: updates waiting, or a lagging loop) the adapter skips
+the niceties that cost Bot API calls ("typing…", drafts). Measured under
 bench/load_bench.py (BENCHMARKS.md, "Web server under load").
 """
 from __future__ import annotations
@@ -52,6 +54,11 @@ class AdaptiveSlots:
     @property
     def waiting(self) -> int:
         return len(self._waiters)
+
+    @property
+    def behind(self) -> bool:
+        """Updates are waiting for a slot, or the loop answers timers late."""
+        return bool(self._waiters) or self.lag_s > self.target_lag_s
 
     # -- the semaphore ----------------------------------------------------------------
     async def acquire(self) -> None:
@@ -110,7 +117,7 @@ class AdaptiveSlots:
         busy = self.cpu_share >= self.busy_share
         if self.lag_s > self.target_lag_s and busy:
             self.limit = max(self.minimum, int(self.limit * 0.8))
-        elif self._waiters and self.in_use >= self.limit and (self.lag_s < self.target_lag_s / 2 or not busy):
+        elif self._waiters and self.in_use >= self.limit and self.lag_s < self.target_lag_s / 2:
             self.limit = min(self.maximum, self.limit + max(1, self.limit // 8))
             self._admit()
         if self.limit != old:

@@ -11,9 +11,10 @@ Replies leave through the durable outbox (`adapters/outbox.py`); typing indicato
 drafts and callback answers are ephemeral and sent directly, best-effort.
 
 Indicators only when they help: "typing…" and drafts start after `typing_delay_s` /
-`draft_delay_s` (1 s) without an answer. A reply ready sooner — the cache, templates, a
-fast model — goes out as one sendMessage; under the load bench the old 0.3 s typing delay
-and immediate drafts cost two extra Bot API calls per LLM answer of 300 ms.
+`draft_delay_s` (1 s) without an answer, and not while the process is behind on its work
+(updates waiting for a slot, or a lagging event loop). A reply ready sooner — the cache,
+templates, a fast model — goes out as one sendMessage; under the load bench the old 0.3 s
+typing delay and immediate drafts cost two extra Bot API calls per LLM answer of 300 ms.
 
 Concurrency: an update holds a slot while it is answered, which is mostly waiting on a
 provider. A fixed 64 slots capped one process below 150 updates/s with CPU to spare; the
@@ -486,7 +487,9 @@ class TelegramAdapter:
     async def _typing(self, chat_id: int, progress: "_Progress") -> None:
         interval = self.settings.typing_interval_s
         while True:
-            if time.monotonic() - progress.last_draft >= interval:  # a fresh draft shows progress itself
+            # A fresh draft shows progress itself; a process behind on its work spends its
+            # CPU and Bot API calls on answers, not indicators.
+            if time.monotonic() - progress.last_draft >= interval and not self._slots.behind:
                 try:
                     await self.tg.send_chat_action(chat_id=chat_id, action="typing")
                 except RetryAfter as e:
@@ -515,7 +518,7 @@ class TelegramAdapter:
             if not drafting:
                 continue
             now = time.monotonic()
-            if now >= drafts_from and now - last_sent >= s.draft_interval_s:
+            if now >= drafts_from and now - last_sent >= s.draft_interval_s and not self._slots.behind:
                 text = "".join(pieces)
                 if len(text) == shown_len:
                     continue

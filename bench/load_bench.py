@@ -331,6 +331,10 @@ async def main() -> int:
     rates = [float(r) for r in args.ramp.split(",") if r.strip()]
     variants = [parse_variant(v) for v in (args.variant or ["default"])]
 
+    # SIGTERM/SIGINT cancel the run, so the servers it started are stopped on the way out.
+    main_task = asyncio.current_task()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, main_task.cancel)
     results: dict = {"config": vars(args), "load_average_start": load_average()}
     async with FakeTelegram() as tg, FakeProviders() as fp:
         fp.groq.default = ok("Thanks for asking! Here is what I found for you.", latency=args.llm_latency)

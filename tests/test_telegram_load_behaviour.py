@@ -105,7 +105,7 @@ async def test_limit_shrinks_when_the_loop_lags_and_grows_while_it_is_what_holds
     slots = AdaptiveSlots(100, minimum=4, initial=40, target_lag_s=0.02)
     for _ in range(10):
         slots.observe(0.2, cpu_share=0.3)  # late timers, but other processes have the CPU
-    assert slots.limit == 40
+    assert slots.limit == 40 and slots.behind
     for _ in range(20):
         slots.observe(0.2, cpu_share=1.0)  # late timers, and it is this process that is busy
     assert slots.limit == 4
@@ -213,3 +213,20 @@ async def test_replies_to_one_chat_keep_their_order_when_sent_directly(tmp_path)
         await outbox.stop()
     finally:
         store.close()
+
+
+async def test_while_updates_wait_for_a_slot_the_one_in_flight_shows_no_indicators(tg, tmp_path):
+    config = make_config(tg.base_url, tmp_path / "data", TELEGRAM_CONCURRENCY="1",
+                         TELEGRAM_DRAFT_DELAY_S="0", TELEGRAM_TYPING_DELAY_S="0.05")
+    tier = StreamingEcho([f"w{i} " for i in range(6)], chunk_delay=0.05)
+    async with running(make_bot(config, tier), config) as (client, _):
+        await post_update(client, text_update(1, "first", chat_id=1))
+        await post_update(client, text_update(2, "second", chat_id=2))  # waits for the only slot
+        await tg.wait_for(lambda f: f.texts(1) and f.texts(2), timeout=5)
+    def to(chat: int, method: str) -> list:
+        return [p for p in tg.sent(method) if str(p["chat_id"]) == str(chat)]
+    # the first answer was made while another update waited: its CPU went to answering
+    assert to(1, "sendMessageDraft") == [] and to(1, "sendChatAction") == []
+    # the second had the process to itself: drafts as usual
+    assert to(2, "sendMessageDraft")
+    assert tg.texts(1) == ["w0 w1 w2 w3 w4 w5"] and tg.texts(2) == ["w0 w1 w2 w3 w4 w5"]
