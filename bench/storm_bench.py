@@ -9,20 +9,27 @@ answered), which is where "no request reached it" is measured. Providers answer 
 slow-ish real LLMs: groq 300 ms, gemini 600 ms, claude 900 ms. Every scenario sends
 2,000 messages at concurrency 50 (fresh conversation each, LLM plugin only: no cache):
 
- 1. 30 % random 429s on every provider, independently per request — once with
-    `Retry-After: 1` (as Groq and Anthropic send it), once with no hint at all;
+ 0. all healthy (what slow start costs at a cold start, and that nothing sends extra);
+ 1. 30 % random 429s on every provider, independently per request — with `Retry-After: 1`;
+    with no quota hint at all (the shape Gemini/Vertex send for shared-capacity 429s); and
+    with each provider's real "a quota ran out" shape (Groq TPM, Gemini QuotaFailure +
+    RetryInfo, Anthropic requests-per-minute), where pausing is the right answer;
  2. the primary black-holed (accepts, never answers) for the first 5 s, then healthy;
+ 2b. the primary healthy for 4 s, black-holed for 5 s, then healthy again (the usual case);
  3. the primary answering 429 with `Retry-After: 5` for 20 s, then healthy;
  4. all three providers black-holed.
+Each tierbot scenario runs twice: "old" (TIERBOT_STALL_DETECTION=false, TIERBOT_SLOW_START=0:
+only timeouts and the breaker) and the defaults (stall detection and slow start on).
 
 Shortened so the run stays bounded, and said in BENCHMARKS.md: deadline 4 s (default
-12), attempt timeout 1.5 s (default 6), breaker cooldown 2 s (default 10).
+12), attempt timeout 1.5 s (default 6), breaker cooldown 2 s (default 10). Scenarios 2 and
+2b also run with the production deadline and attempt timeout (12 s, 6 s).
 
 The naive pattern (bench/pipeline_bench.py's `Naive`: each provider in turn on any
 exception, SDK default retries, 2 s timeout, no breaker, no deadline) runs the same
 scenarios with a fixed 2 s sleep between tries. Where it is slow it gets fewer
 messages (the count is printed), because 2,000 of them would take many minutes.
-Whole run: about three minutes (`--quick`: 400 messages, about a minute).
+Whole run: about seven minutes (`--quick`: 400 messages; `--only 2,2b` for some scenarios).
 """
 from __future__ import annotations
 
@@ -63,6 +70,9 @@ WIDTH = 50
 DEADLINE_S, ATTEMPT_S, COOLDOWN_S = 4.0, 1.5, 2.0
 NAIVE_SLEEP_S = 2.0
 LIMIT = 1 - 0.3 ** 3
+OLD = {"TIERBOT_STALL_DETECTION": "false", "TIERBOT_SLOW_START": "0"}   # timeouts and breaker only
+PROD = {"TIERBOT_DEADLINE_S": "12", "TIERBOT_ATTEMPT_TIMEOUT_S": "6"}    # production timeouts
+VARIANTS = (("old", OLD), ("new", {}))
 
 
 # -- fake servers in a child process, with a request log ------------------------------
@@ -209,10 +219,27 @@ async def naive_run(env: dict[str, str], system: str, label: str, n: int) -> Run
         await nv.aclose()
 
 
-def random_storm(seed: int, count: int, provider: str, retry_after: float | None) -> list[Behaviour]:
+def random_storm(seed: int, count: int, provider: str, retry_after: float | None, quota: str = "") -> list[Behaviour]:
     rnd = random.Random(seed)
-    return [Behaviour("rate_limited", retry_after=retry_after) if rnd.random() < 0.3
+    return [Behaviour("rate_limited", retry_after=retry_after, quota=quota) if rnd.random() < 0.3
             else Behaviour(latency=LATENCY[provider]) for _ in range(count)]
+
+
+def early_requests(log: list[tuple[float, str]], wait: float) -> tuple[int, int]:
+    """Requests that arrived while a wait announced by an earlier 429 was running: (early,
+    in flight). One arriving within 50 ms of the 429 was sent before it could be read."""
+    sent_429 = [t for t, k in log if k == "rate_limited"]
+    early = in_flight = 0
+    for t, _ in log:
+        prior = [x for x in sent_429 if x < t]
+        if not prior:
+            continue
+        since = t - prior[-1]
+        if since < 0.05:
+            in_flight += 1
+        elif any(x + 0.05 <= t < x + wait for x in prior):
+            early += 1
+    return early, in_flight
 
 
 async def later(delay: float, fn: Callable[[], Awaitable[Any]]) -> float:
@@ -223,15 +250,20 @@ async def later(delay: float, fn: Callable[[], Awaitable[Any]]) -> float:
 
 # -- scenarios ------------------------------------------------------------------------------
 async def storm_429(fakes: Fakes, env: dict[str, str], system: str, n: int, n_naive: int) -> list[Run]:
+    from fakes.llm_servers import EXHAUSTED_WAIT
+
     runs = []
-    for retry_after, tag in ((1.0, "Retry-After: 1"), (None, "no Retry-After")):
-        for who in ("tierbot", "naive"):
+    shapes = ((1.0, "", "Retry-After: 1"), (None, "none", "no quota hint"),
+              (None, "exhausted", "quota ran out: Groq TPM 7.66 s, Gemini 39 s, Claude 20 s"))
+    for retry_after, quota, tag in shapes:
+        for who, extra in (*VARIANTS, *((("naive", None),) if quota != "exhausted" else ())):
+            # (naive skipped when quotas run out: its SDKs would sleep out 8-39 s per 429)
             await fakes.healthy()
             for k, p in enumerate(PROVIDERS):
-                await fakes.script(p, *random_storm(11 + k, 3 * n + 500, p, retry_after))
-            label = f"{who}, 30 % 429 on all ({tag})"
-            if who == "tierbot":
-                chain = Chain(env)
+                await fakes.script(p, *random_storm(11 + k, 3 * n + 500, p, retry_after, quota))
+            label = f"{'tierbot ' + who if extra is not None else who}, 30 % 429 on all ({tag})"
+            if extra is not None:
+                chain = Chain(env, **extra)
                 run = await drive(label, chain.ask, n)
                 await chain.aclose()
             else:
@@ -239,68 +271,128 @@ async def storm_429(fakes: Fakes, env: dict[str, str], system: str, n: int, n_na
             logs = {p: await fakes.log(p) for p in PROVIDERS}
             sent = sum(len(v) for v in logs.values())
             run.notes.append(f"limit {100 * LIMIT:.1f} %; {sent / run.n:.2f} provider requests/msg")
+            if quota == "exhausted":
+                counts = {p: early_requests(logs[p], EXHAUSTED_WAIT[p]) for p in PROVIDERS}
+                run.notes.append("requests while an announced wait ran (+in flight): " + ", ".join(
+                    f"{p} {e} (+{f})" for p, (e, f) in counts.items()))
+                run.notes.append("429s sent: " + ", ".join(
+                    f"{p} {sum(1 for _, k in logs[p] if k == 'rate_limited')}" for p in PROVIDERS))
             runs.append(run)
+    return runs
+
+
+async def healthy(fakes: Fakes, env: dict[str, str], system: str, n: int, n_naive: int) -> list[Run]:
+    runs = []
+    for who, extra in VARIANTS:
+        await fakes.healthy()
+        chain = Chain(env, **extra)
+        run = await drive(f"tierbot {who}, all healthy (cold start)", chain.ask, n)
+        await chain.aclose()
+        sent = sum([len(await fakes.log(p)) for p in PROVIDERS])
+        run.notes.append(f"{sent} provider requests for {run.n} messages ({sent / run.n:.3f}/msg)")
+        runs.append(run)
     return runs
 
 
 async def black_hole_then_back(fakes: Fakes, env: dict[str, str], system: str, n: int, n_naive: int,
                                outage_s: float = 5.0) -> list[Run]:
+    """The primary black-holed from the first message for `outage_s`, then healthy."""
     runs = []
     await fakes.healthy()
     base = Chain(env, TIERBOT_CHAIN="gemini")
     baseline = await drive("baseline: healthy gemini alone", base.ask, n // 4)
     await base.aclose()
     runs.append(baseline)
-    for who in ("tierbot", "naive"):
-        await fakes.healthy()
+    for who, extra in (*[(f"tierbot {w}{t}", {**e, **te}) for t, te in (("", {}), (", 6 s timeouts", PROD))
+                         for w, e in VARIANTS], ("naive", None)):
+        runs.append(await outage_run(fakes, env, system, who, extra, n, n_naive, healthy_s=0.0, outage_s=outage_s))
+    return runs
+
+
+async def black_hole_mid_run(fakes: Fakes, env: dict[str, str], system: str, n: int, n_naive: int,
+                             healthy_s: float = 4.0, outage_s: float = 5.0) -> list[Run]:
+    """The primary healthy for `healthy_s`, black-holed for `outage_s`, then healthy again."""
+    runs = []
+    for who, extra in (*[(f"tierbot {w}{t}", {**e, **te}) for t, te in (("", {}), (", 6 s timeouts", PROD))
+                         for w, e in VARIANTS], ("naive", None)):
+        runs.append(await outage_run(fakes, env, system, who, extra, n, n_naive, healthy_s=healthy_s,
+                                     outage_s=outage_s))
+    return runs
+
+
+async def outage_run(fakes: Fakes, env: dict[str, str], system: str, who: str, extra: dict[str, str] | None,
+                     n: int, n_naive: int, *, healthy_s: float, outage_s: float) -> Run:
+    await fakes.healthy()
+    if not healthy_s:
         await fakes.set_default("groq", Behaviour("black_hole"))
-        chain = Chain(env) if who == "tierbot" else None
-        cooldown_at_recovery: list[float] = []
+    chain = Chain(env, **extra) if extra is not None else None
+    cooldown_at_recovery: list[float] = []
+    marks: dict[str, float] = {}
 
-        async def recover() -> None:
-            await fakes.set_default("groq", Behaviour(latency=LATENCY["groq"]))
-            if chain is not None:
-                cooldown_at_recovery.append(chain.breakers.host("groq").current_cooldown)
+    async def go_dark() -> None:
+        await fakes.set_default("groq", Behaviour("black_hole"))
 
-        start = time.monotonic()
-        back = asyncio.create_task(later(outage_s, recover))
-        label = f"{who}, groq black-holed {outage_s:g} s then back"
-        samples: list[tuple[float, float]] = []  # (when, the host breaker's cooldown then)
+    async def recover() -> None:
+        await fakes.set_default("groq", Behaviour(latency=LATENCY["groq"]))
         if chain is not None:
-            sampler = asyncio.create_task(sample_cooldown(chain, samples))
-            run = await drive(label, chain.ask, n)
-            sampler.cancel()
-            await chain.aclose()
+            cooldown_at_recovery.append(chain.breakers.host("groq").current_cooldown)
+
+    async def timeline() -> None:
+        if healthy_s:
+            marks["dark"] = await later(healthy_s, go_dark)
         else:
-            run = await naive_run(env, system, label, n_naive)
-        recovered = await back
-        log = await fakes.log("groq")
-        before = [t for t, _ in log if t < recovered]
-        first_ok = next((t for t, k in log if k == "ok" and t >= recovered), None)
-        if chain is not None and chain.opened:
-            t_open = min(t for t, p, m in chain.opened if p == "groq")
-            done_before_open = sum(1 for e in run.ends if e < t_open)
+            marks["dark"] = time.monotonic()
+        marks["back"] = await later(outage_s, recover)
+
+    start = time.monotonic()
+    tl = asyncio.create_task(timeline())
+    what = "black-holed from the start" if not healthy_s else f"healthy {healthy_s:g} s, then black-holed"
+    label = f"{who}, groq {what} {outage_s:g} s then back"
+    samples: list[tuple[float, float]] = []  # (when, the host breaker's cooldown then)
+    if chain is not None:
+        sampler = asyncio.create_task(sample_cooldown(chain, samples))
+        run = await drive(label, chain.ask, n)
+        sampler.cancel()
+        await chain.aclose()
+    else:
+        run = await naive_run(env, system, label, n_naive)
+    await tl
+    dark, recovered = marks["dark"], marks["back"]
+    log = await fakes.log("groq")
+    into_dark = [t for t, k in log if dark <= t < recovered]
+    first_ok = next((t for t, k in log if k == "ok" and t >= recovered), None)
+    # Messages that met the outage: started before the primary came back, ended after it went dark.
+    met = [lat for lat, e in zip(run.lat_ms, run.ends) if e - lat / 1000 < recovered and e > dark]
+    if met:
+        run.notes.append(f"msgs that met the outage: n={len(met)}, p50 {statistics.median(met):.0f} ms, "
+                         f"p99 {pct(met, 0.99):.0f} ms, max {max(met):.0f} ms")
+    if chain is not None:
+        opened = [t for t, p, m in chain.opened if p == "groq" and t >= dark]
+        if opened:
+            t_open = min(opened)
             after = [lat for lat, e in zip(run.lat_ms, run.ends) if e - lat / 1000 > t_open + 0.01
                      and e < recovered]
-            run.notes.append(f"breaker open after {t_open - start:.2f} s ({done_before_open} msgs done, "
-                             f"{sum(1 for t in before if t < t_open)} requests had reached groq)")
+            run.notes.append(f"breaker open {t_open - dark:.2f} s after groq went dark")
             if after:
                 run.notes.append(f"started while open: p50 {statistics.median(after):.0f} ms, "
                                  f"p99 {pct(after, 0.99):.0f} ms (n={len(after)})")
-        run.notes.append(f"{len(before)} requests reached groq while dead")
-        if first_ok is not None:
-            on_groq = sum(1 for t, k in log if k == "ok")
-            current = ""
-            if cooldown_at_recovery:
-                last = max((c for t, c in samples if t < first_ok), default=0.0)
-                current = (f", {cooldown_at_recovery[0]:g} s when groq recovered, "
-                           f"{last:g} s after the probe in flight then failed")
-            run.notes.append(f"first groq answer {first_ok - recovered:.2f} s after recovery "
-                             f"(cooldown: base {COOLDOWN_S:g} s{current}); {on_groq} msgs on groq after")
-        else:
-            run.notes.append("no groq answer after recovery within the run")
-        runs.append(run)
-    return runs
+        stalls = chain.bot.services["llm"].hosts["groq"].stalls
+        run.notes.append(f"stalls declared: {stalls}")
+    run.notes.append(f"{len(into_dark)} requests reached groq while dead")
+    if first_ok is not None:
+        on_groq = sum(1 for t, k in log if k == "ok" and t >= recovered)
+        current = ""
+        if cooldown_at_recovery:
+            last = max((c for t, c in samples if t < first_ok), default=0.0)
+            current = (f", {cooldown_at_recovery[0]:g} s when groq recovered, "
+                       f"{last:g} s before the first answer")
+        run.notes.append(f"first groq answer {first_ok - recovered:.2f} s after recovery "
+                         f"(cooldown: base {COOLDOWN_S:g} s{current}); {on_groq} msgs on groq after")
+    else:
+        run.notes.append("no groq answer after recovery within the run")
+    sent = sum([len(await fakes.log(p)) for p in PROVIDERS])
+    run.notes.append(f"{sent / run.n:.2f} provider requests/msg")
+    return run
 
 
 def watch_groq(chain: Chain) -> tuple[list[float], list[float]]:
@@ -334,14 +426,13 @@ async def sample_cooldown(chain: Chain, out: list[tuple[float, float]]) -> None:
 async def retry_after_window(fakes: Fakes, env: dict[str, str], system: str, n: int, n_naive: int,
                              window_s: float = 20.0, retry_after: float = 5.0) -> list[Run]:
     runs = []
-    for who in ("tierbot", "naive"):
+    for who, extra in (*VARIANTS, ("naive", None)):
         await fakes.healthy()
         await fakes.set_default("groq", Behaviour("rate_limited", retry_after=retry_after))
-        start = time.monotonic()
         back = asyncio.create_task(later(window_s, lambda: fakes.set_default("groq", Behaviour(latency=LATENCY["groq"]))))
-        label = f"{who}, groq 429 Retry-After {retry_after:g} for {window_s:g} s"
-        if who == "tierbot":
-            chain = Chain(env)
+        label = f"{'tierbot ' + who if extra is not None else who}, groq 429 Retry-After {retry_after:g} for {window_s:g} s"
+        if extra is not None:
+            chain = Chain(env, **extra)
             sends, told = watch_groq(chain)
             run = await drive(label, chain.ask, n)
             await chain.aclose()
@@ -379,13 +470,13 @@ async def retry_after_window(fakes: Fakes, env: dict[str, str], system: str, n: 
 
 async def all_down(fakes: Fakes, env: dict[str, str], system: str, n: int, n_naive: int) -> list[Run]:
     runs = []
-    for who in ("tierbot", "naive"):
+    for who, extra in (*VARIANTS, ("naive", None)):
         await fakes.healthy()
         for p in PROVIDERS:
             await fakes.set_default(p, Behaviour("black_hole"))
-        label = f"{who}, all three black-holed"
-        if who == "tierbot":
-            chain = Chain(env)
+        label = f"{'tierbot ' + who if extra is not None else who}, all three black-holed"
+        if extra is not None:
+            chain = Chain(env, **extra)
             run = await drive(label, chain.ask, n)
             await chain.aclose()
             over = sum(1 for x in run.lat_ms if x > DEADLINE_S * 1000)
@@ -409,11 +500,16 @@ async def main(quick: bool, only: set[str]) -> None:
     t0 = time.monotonic()
     try:
         async with asyncio.timeout(900):
+            if not only or "0" in only:
+                sections["0. all healthy"] = await healthy(fakes, env, system, n, 0)
             if not only or "1" in only:
                 sections["1. 30 % random 429s on every provider"] = await storm_429(fakes, env, system, n, n // 4)
             if not only or "2" in only:
                 sections["2. primary black-holed, then back"] = await black_hole_then_back(
                     fakes, env, system, n, n // 4)
+            if not only or "2b" in only:
+                sections["2b. primary black-holed mid-run, then back"] = await black_hole_mid_run(
+                    fakes, env, system, n, n, healthy_s=4.0 * n / 2000)
             if not only or "3" in only:
                 sections["3. primary 429 with Retry-After: 5 for 20 s"] = await retry_after_window(
                     fakes, env, system, n, n // 4)
@@ -440,7 +536,7 @@ async def main(quick: bool, only: set[str]) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="400 messages per scenario (a smoke run)")
-    ap.add_argument("--only", default="", help="comma list of scenario numbers (1-4) to run")
+    ap.add_argument("--only", default="", help="comma list of scenarios (0, 1, 2, 2b, 3, 4) to run")
     ap.add_argument("--serve-fakes", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_fakes:
