@@ -102,3 +102,63 @@ def test_a_failed_migration_step_leaves_the_previous_version(tmp_path, monkeypat
     cols = [r[1] for r in conn.execute("PRAGMA table_info(messages)")]
     assert "cache_hit" not in cols
     conn.close()
+
+
+def make_v3_ledger(path) -> None:
+    """A ledger at schema version 3 (before the report's covering indexes), with customer
+    messages, a staff question the LLM answered (route in its meta) and one recorded
+    before routes were stamped (a Slack message, no route)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, target=3)
+    ins = ("INSERT INTO messages (id, ts, platform, conversation_id, user_id, tier, provider, model, fallback, "
+           "input_tokens, output_tokens, cost_usd, latency_ms, question, meta, cache_hit, template, faq_entry, "
+           "handoff_requested) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+    rows = [
+        (1, TS, "telegram", "c1", "u1", "cache", "cache", "faq", 0, 0, 0, 0.0, 2.0, "opening hours?",
+         json.dumps({"faq_entry": "hours"}), 1, None, "hours", 0),
+        (2, TS + 1, "telegram", "c1", "u1", "llm", "groq", "llama", 0, 100, 50, 0.002, 300.0, "where is my order",
+         json.dumps({"route": "customer"}), 0, None, None, 0),
+        (3, TS + 2, "telegram", "c2", "u2", "template", None, None, 0, 0, 0, 0.0, 5.0, "do you sell boats",
+         "not json, but it says \"route\" {", 0, "generic", None, 0),
+        (4, TS + 3, "slack", "slack:C1:1.0", "U1", "llm", "groq", "llama", 0, 1000, 500, 0.02, 900.0,
+         "what is our refund policy", json.dumps({"route": "staff"}), 0, None, None, 0),
+        (5, TS + 4, "slack", "slack:C1:2.0", "U1", "template", None, None, 0, 0, 0, 0.0, 950.0,
+         "do you sell boats", json.dumps({"template": "generic"}), 0, "generic", None, 0),
+    ]
+    conn.executemany(ins, rows)
+    conn.executemany("INSERT INTO attempts VALUES (?, 0, 'groq', 'llama', 'ok', NULL, ?, ?, ?, ?, ?)",
+                     [(2, 290.0, 100, 50, 0.002, TS + 1), (4, 890.0, 1000, 500, 0.02, TS + 3)])
+    conn.close()
+
+
+async def test_a_v3_ledger_gets_the_report_indexes_and_staff_questions_apart(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    make_v3_ledger(path)
+    ledger = Ledger(path)
+    try:
+        assert ledger.migrated_from == 3
+        names = await ledger.read(lambda c: {n for (n,) in c.execute("SELECT name FROM sqlite_master WHERE type = 'index'")})
+        assert {"messages_groups", "messages_ts_conversation", "messages_faq", "messages_questions", "messages_staff",
+                "attempts_groups"} <= names
+        assert not names & {"messages_ts", "messages_tier_ts"}  # replaced: one index less to write per message
+        report = await ledger.read(lambda c: compute_report(c, ReportInputs(DAY, ZoneInfo("UTC"))))
+        t = report["totals"]
+        assert (t["messages"], t["conversations"]) == (3, 2)
+        assert report["staff"]["questions"] == 2 and report["staff"]["cost_usd"] == pytest.approx(0.02)
+        assert t["cost_usd"] == pytest.approx(0.002) and t["spend_usd"] == pytest.approx(0.022)
+        assert report["unanswered"] == [{"question": "do you sell boats", "count": 1}]
+        assert report["faq_top"] == [{"entry": "hours", "count": 1}]
+        assert {r["tier"]: r["p95_ms"] for r in report["latency"]} == {"cache": 2.0, "llm": 300.0, "template": 5.0}
+        # A row whose meta is not JSON but mentions "route" is still written (the staff
+        # index's test never parses text that is not JSON).
+        await ledger.call(lambda c: c.execute(
+            "INSERT INTO messages (ts, platform, conversation_id, user_id, tier, fallback, input_tokens, "
+            "output_tokens, latency_ms, question, meta) VALUES (?, 'slack', 'x', 'u', 'template', 0, 0, 0, 1.0, "
+            "'q', '{\"route\": broken')", (TS + 5,)))
+        report = await ledger.read(lambda c: compute_report(c, ReportInputs(DAY, ZoneInfo("UTC"))))
+        assert report["staff"]["questions"] == 3  # a Slack message with no readable route: staff
+    finally:
+        await ledger.aclose()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION == 4
+    conn.close()

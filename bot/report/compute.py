@@ -1,15 +1,23 @@
 """The daily report's figures, computed with SQL over the ledger.
 
-Everything here runs on the ledger's reader threads (the day itself and the earlier
-days on two connections at once), in a few scans of the day's rows, and returns plain data (dicts, lists, numbers, strings) that every output format renders
-from. Costs come from the attempts (what each provider was actually paid, failed
-attempts included); an attempt whose price is unknown is counted as unknown, never
+Everything here runs on the ledger's reader threads (the report's independent parts on
+several connections at once) and returns plain data (dicts, lists, numbers, strings) that
+every output format renders from. The sums come from the covering indexes of schema v4
+(see `scan`): no part sorts the day's rows, so a day of a million messages reports in a
+fraction of a second. Costs come from the attempts (what each provider was actually paid,
+failed attempts included); an attempt whose price is unknown is counted as unknown, never
 as $0.
+
+Customer traffic and staff questions are apart: messages, conversations, tier shares,
+latency, cost per 1,000 messages, FAQ figures describe customers; staff questions to the
+bot (route "staff") are their own line, so customer cost + staff cost = what the
+providers were paid (the spend table, the chart, the budget).
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import sqlite3
 import statistics
 from collections import Counter
@@ -19,9 +27,11 @@ from zoneinfo import ZoneInfo
 
 from ..ledger.days import day_bounds
 from ..secrets import redact
+from . import scan as S
+from .scan import STAFF_SQL
 
-__all__ = ["ReportInputs", "compute_report", "compute_day", "day_latency", "past_days", "merge", "headline",
-           "CHART_DAYS", "TOP_N"]
+__all__ = ["ReportInputs", "compute_report", "compute_day", "day_latency", "day_conversations", "day_lists",
+           "past_week", "past_chart", "merge", "headline", "PARTS", "CHART_DAYS", "TOP_N"]
 
 CHART_DAYS = 14
 # Template answers that are not answers to a question (so not FAQ candidates).
@@ -54,25 +64,43 @@ def _share(n: int, total: int) -> float:
 
 
 def headline(conn: sqlite3.Connection, start: float, end: float) -> dict[str, Any]:
-    """The figures compared day to day."""
-    n, convs, cache, fallback = conn.execute(
-        "SELECT COUNT(*), COUNT(DISTINCT conversation_id), COALESCE(SUM(cache_hit), 0), "
-        "COALESCE(SUM(fallback), 0) FROM messages WHERE ts >= ? AND ts < ?", (start, end)).fetchone()
-    cost, unknown = conn.execute(
-        "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(cost_usd IS NULL), 0) FROM attempts "
-        "WHERE ts >= ? AND ts < ?", (start, end)).fetchone()
+    """The figures compared day to day (customer traffic; staff questions apart)."""
+    return _headline(conn, S.scan_day(conn, start, end), start, end)
+
+
+def _headline(conn: sqlite3.Connection, scan: S.DayScan, start: float, end: float) -> dict[str, Any]:
+    n = scan.customer_messages
+    cache = sum(v[0] for k, v in scan.messages.items() if k[0] == "cache")
+    fallback = sum(v[0] for k, v in scan.messages.items() if k[3])
+    customer = S.customer_attempts(scan)
+    cost = math.fsum(v[3] for v in customer.values())
+    unknown = sum(v[4] for v in customer.values())
     handoffs = conn.execute("SELECT COUNT(*) FROM events WHERE kind = 'handoff_opened' AND ts >= ? AND ts < ?",
                             (start, end)).fetchone()[0]
+    staff = _staff(scan)
     return {
         "messages": n,
-        "conversations": convs,
-        "cost_usd": float(cost),
+        "conversations": S.conversations(conn, start, end) if scan.all_messages else 0,
+        "cost_usd": cost,
         "unknown_price_attempts": unknown,
-        "cost_per_1000": float(cost) / n * 1000 if n else 0.0,
+        "cost_per_1000": cost / n * 1000 if n else 0.0,
         "cache_share": _share(cache, n),
         "fallback_rate": _share(fallback, n),
         "handoffs": handoffs,
+        "staff_questions": staff["questions"],
+        "staff_cost_usd": staff["cost_usd"],
+        "spend_usd": math.fsum(v[3] for v in scan.attempts.values()),
     }
+
+
+def _staff(scan: S.DayScan) -> dict[str, Any]:
+    """Staff questions to the bot: how many, and what their attempts cost."""
+    atts = scan.staff_attempts.values()
+    unknown = sum(v[4] for v in atts)
+    return {"questions": sum(v[0] for v in scan.staff_messages.values()),
+            "cost_usd": math.fsum(v[3] for v in atts), "unknown_price_attempts": unknown,
+            "price_unknown": unknown > 0,
+            "input_tokens": sum(v[1] for v in atts), "output_tokens": sum(v[2] for v in atts)}
 
 
 COMPARED = (  # (key, label, how to show it)
@@ -92,12 +120,21 @@ def _delta(now: float, then: float | None) -> float | None:
     return (now - then) / then
 
 
-def past_days(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, Any]:
-    """The part of the report about earlier days (comparison and chart): independent of
-    the day's own figures, so it can run on a second connection at the same time."""
-    week = [headline(conn, *day_bounds(inputs.day - dt.timedelta(days=i), inputs.tz))
-            for i in range(1, AVG_DAYS + 1)]
-    return {"week": week, "chart": chart_data(conn, inputs.day, inputs.tz)}
+def past_week(conn: sqlite3.Connection, inputs: ReportInputs) -> list[dict[str, Any]]:
+    """The headline figures of each of the 7 days before the report's day."""
+    keys = S.message_keys(conn), S.attempt_keys(conn)
+    week = []
+    for i in range(1, AVG_DAYS + 1):
+        start, end = day_bounds(inputs.day - dt.timedelta(days=i), inputs.tz)
+        scan = S.scan_day(conn, start, end, msg_keys=keys[0], att_keys=keys[1])
+        week.append(_headline(conn, scan, start, end))
+    return week
+
+
+def past_chart(conn: sqlite3.Connection, inputs: ReportInputs) -> list[dict[str, tuple[float, int]]]:
+    """What each provider was paid on the chart's days before the report's day (the
+    report's own day comes from `compute_day`, see `merge`)."""
+    return provider_spend(conn, chart_days(inputs.day)[:-1], inputs.tz)
 
 
 def comparison(week: list[dict[str, Any]], today: dict[str, Any]) -> list[dict]:
@@ -131,11 +168,16 @@ def cache_savings(conn: sqlite3.Connection, inputs: ReportInputs, start: float, 
             avg, basis = total / count, "that day's answers"
         else:
             week_start = day_bounds(inputs.day - dt.timedelta(days=AVG_DAYS - 1), inputs.tz)[0]
-            row = conn.execute(
-                "SELECT AVG(cost_usd), COUNT(*) FROM messages WHERE tier = 'llm' AND ts >= ? AND ts < ? "
-                "AND provider = ? AND fallback = 0 AND cost_usd IS NOT NULL", (week_start, end, first)).fetchone()
-            if row[1]:
-                avg, basis = float(row[0]), "the last 7 days' answers"
+            total = count = 0
+            for key in S.message_keys(conn):
+                if key[0] == "llm" and key[1] == first and not key[3]:
+                    t, c = conn.execute(
+                        "SELECT TOTAL(cost_usd), COUNT(cost_usd) FROM messages INDEXED BY messages_groups "
+                        "WHERE tier IS ? AND provider IS ? AND model IS ? AND fallback IS ? AND ts >= ? AND ts < ?",
+                        (*key, week_start, end)).fetchone()
+                    total, count = total + t, count + c
+            if count:
+                avg, basis = total / count, "the last 7 days' answers"
         if avg is None and inputs.price_fallback is not None:
             avg = inputs.price_fallback(first)
             basis = "the price book" if avg is not None else None
@@ -145,20 +187,8 @@ def cache_savings(conn: sqlite3.Connection, inputs: ReportInputs, start: float, 
 
 
 def latency(conn: sqlite3.Connection, start: float, end: float) -> dict[str, dict[str, float]]:
-    """Nearest-rank p50/p95 per tier, ranked inside SQLite (one scan, one sort)."""
-    out: dict[str, dict[str, float]] = {}
-    for tier, value, rn, n in conn.execute(
-            "SELECT tier, latency_ms, rn, n FROM ("
-            " SELECT tier, latency_ms, ROW_NUMBER() OVER (PARTITION BY tier ORDER BY latency_ms) rn,"
-            "        COUNT(*) OVER (PARTITION BY tier) n"
-            " FROM messages WHERE ts >= ? AND ts < ?)"
-            " WHERE rn = MAX(1, (50 * n + 99) / 100) OR rn = MAX(1, (95 * n + 99) / 100)", (start, end)):
-        row = out.setdefault(tier, {})
-        if rn == max(1, (50 * n + 99) // 100):
-            row["p50_ms"] = value
-        if rn == max(1, (95 * n + 99) // 100):
-            row["p95_ms"] = value
-    return out
+    """Exact nearest-rank p50/p95 of customer latency per tier."""
+    return S.latency_percentiles(conn, start, end)
 
 
 def handoffs(conn: sqlite3.Connection, start: float, end: float) -> dict[str, Any]:
@@ -186,18 +216,38 @@ def handoffs(conn: sqlite3.Connection, start: float, end: float) -> dict[str, An
     }
 
 
-def chart_data(conn: sqlite3.Connection, day: dt.date, tz: ZoneInfo) -> dict[str, Any]:
-    """Cost per provider for each of the last 14 days (ending with the report's day)."""
-    days = [day - dt.timedelta(days=i) for i in range(CHART_DAYS - 1, -1, -1)]
+def chart_days(day: dt.date) -> list[dt.date]:
+    return [day - dt.timedelta(days=i) for i in range(CHART_DAYS - 1, -1, -1)]
+
+
+def provider_spend(conn: sqlite3.Connection, days: list[dt.date], tz: ZoneInfo,
+                   att_keys: list[tuple] | None = None) -> list[dict[str, tuple[float, int]]]:
+    """For each day: provider -> (what it was paid, attempts of unknown price)."""
+    keys = att_keys if att_keys is not None else S.attempt_keys(conn)
+    query = ("SELECT TOTAL(cost_usd), COUNT(*) - COUNT(cost_usd) FROM attempts INDEXED BY attempts_groups "
+             "WHERE provider IS ? AND model IS ? AND outcome IS ? AND seq IS ? AND ts >= ? AND ts < ?")
+    out = []
+    for d in days:
+        span = day_bounds(d, tz)
+        by_provider: dict[str, list] = {}
+        for key in keys:
+            cost, unk = conn.execute(query, (*key, *span)).fetchone()
+            if cost or unk:
+                row = by_provider.setdefault(key[0], [[], 0])
+                row[0].append(cost)
+                row[1] += unk
+        out.append({p: (math.fsum(costs), unk) for p, (costs, unk) in by_provider.items()})
+    return out
+
+
+def _chart(days: list[dt.date], per_day: list[dict[str, tuple[float, int]]]) -> dict[str, Any]:
     series: dict[str, list[float]] = {}
     unknown = [0] * len(days)
     unknown_by: dict[str, int] = {}
-    for i, d in enumerate(days):
-        for provider, cost, unk in conn.execute(
-                "SELECT provider, COALESCE(SUM(cost_usd), 0), SUM(cost_usd IS NULL) FROM attempts "
-                "WHERE ts >= ? AND ts < ? GROUP BY provider", day_bounds(d, tz)):
+    for i, spend in enumerate(per_day):
+        for provider, (cost, unk) in spend.items():
             if cost or unk:
-                series.setdefault(provider, [0.0] * len(days))[i] = float(cost)
+                series.setdefault(provider, [0.0] * len(days))[i] = cost
                 unknown[i] += unk
                 if unk:
                     unknown_by[provider] = unknown_by.get(provider, 0) + unk
@@ -206,84 +256,127 @@ def chart_data(conn: sqlite3.Connection, day: dt.date, tz: ZoneInfo) -> dict[str
 
 
 def compute_report(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, Any]:
-    """The whole report from one connection. `compute_day`, `day_latency` and `past_days`
-    are independent, so a caller with several connections can run them at once."""
-    return merge(compute_day(conn, inputs), day_latency(conn, inputs), past_days(conn, inputs))
+    """The whole report from one connection. The `PARTS` are independent, so a caller
+    with several connections can run them at once (`ReportService` does)."""
+    return merge(*(part(conn, inputs) for part in PARTS))
 
 
-def merge(day: dict[str, Any], lat: dict[str, dict[str, float]], past: dict[str, Any]) -> dict[str, Any]:
+def merge(day: dict[str, Any], lat: dict[str, dict[str, float]], convs: int, lists: dict[str, Any],
+          week: list[dict[str, Any]], chart_spend: list[dict[str, tuple[float, int]]]) -> dict[str, Any]:
+    totals = {**day["totals"], "conversations": convs}
     latencies = [{"tier": t["tier"], "count": t["count"], **lat.get(t["tier"], {})} for t in day["by_tier"]]
-    return {**day, "latency": latencies, "compare": comparison(past["week"], day["totals"]),
-            "chart": past["chart"]}
+    spend = day["provider_spend"]
+    chart = _chart(chart_days(dt.date.fromisoformat(day["date"])), [*chart_spend, spend])
+    day = {k: v for k, v in day.items() if k != "provider_spend"}
+    return {**day, "totals": totals, **lists, "latency": latencies, "compare": comparison(week, totals),
+            "chart": chart}
 
 
 def day_latency(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, dict[str, float]]:
-    """p50/p95 per tier for the report's day (the single most expensive query: a sort)."""
+    """p50/p95 per tier for the report's day (reads every latency of the day)."""
     return latency(conn, *day_bounds(inputs.day, inputs.tz))
 
 
+def day_conversations(conn: sqlite3.Connection, inputs: ReportInputs) -> int:
+    """Distinct customer conversations on the report's day."""
+    return S.conversations(conn, *day_bounds(inputs.day, inputs.tz))
+
+
+def day_lists(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, Any]:
+    """FAQ candidates (questions only the templates answered) and the most used FAQ entries."""
+    span = day_bounds(inputs.day, inputs.tz)
+    # Counted over every template answer from the covering index (no table reads), then
+    # staff questions taken out. A question loses count only if staff asked it, so the
+    # customers' top N is within the top N + (distinct staff questions) of all.
+    staff = Counter(dict(conn.execute(
+        f"SELECT {_QUESTION} q, COUNT(*) FROM messages INDEXED BY messages_staff WHERE {STAFF_SQL} "
+        f"AND ts >= ? AND ts < ? AND {_CANDIDATE} GROUP BY q", (*span, *NOT_QUESTIONS)).fetchall()))
+    counted = [(q, c - staff.get(q, 0)) for q, c in conn.execute(
+        f"SELECT {_QUESTION} q, COUNT(*) c FROM messages INDEXED BY messages_questions "
+        f"WHERE ts >= ? AND ts < ? AND {_CANDIDATE} GROUP BY q ORDER BY c DESC, q LIMIT ?",
+        (*span, *NOT_QUESTIONS, TOP_N + len(staff)))]
+    top = sorted(((q, c) for q, c in counted if c > 0), key=lambda qc: (-qc[1], qc[0]))[:TOP_N]
+    unanswered = [{"question": redact(q), "count": c} for q, c in top]
+    faq = S.faq_counts(conn, *span)
+    faq_top = [{"entry": e, "count": c} for e, c in sorted(faq.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_N]]
+    return {"unanswered": unanswered, "faq_top": faq_top}
+
+
+_QUESTION = "lower(trim(question))"
+# A template answer to a question nobody else could answer (the partial index's WHERE first).
+_CANDIDATE = (f"tier = 'template' AND handoff_requested = 0 AND trim(question) != '' "
+              f"AND COALESCE(template, '') NOT IN ({_marks(NOT_QUESTIONS)})")
+
+
 def compute_day(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, Any]:
-    """Everything about the report's own day except latency percentiles."""
+    """The report's own day, except latency percentiles, conversations and the top lists
+    (`day_latency`, `day_conversations`, `day_lists`: separate so they can run at once)."""
     start, end = day_bounds(inputs.day, inputs.tz)
     span = (start, end)
+    scan = S.scan_day(conn, start, end)
 
-    # One scan of the day's messages for everything grouped by tier/provider/model.
+    # Customer messages by tier/provider/model/fallback.
     tiers: Counter[str] = Counter()
     models: Counter[tuple[str, str]] = Counter()
     clean: dict[str, tuple[float, int]] = {}
     fallback_n = requested = 0
-    for tier, provider, model, fallback, n, req, cost, priced in conn.execute(
-            "SELECT tier, provider, model, fallback, COUNT(*), SUM(handoff_requested), SUM(cost_usd), "
-            "COUNT(cost_usd) FROM messages WHERE ts >= ? AND ts < ? GROUP BY tier, provider, model, fallback", span):
+    for (tier, provider, model, fallback), (n, req, cost, priced) in scan.messages.items():
         tiers[tier] += n
         fallback_n += n if fallback else 0
-        requested += req or 0
+        requested += req
         if tier == "llm":
             models[(provider, model)] += n
             if not fallback and priced:
                 total, count = clean.get(provider, (0.0, 0))
                 clean[provider] = (total + cost, count + priced)
     n = sum(tiers.values())
-    conversations = conn.execute("SELECT COUNT(DISTINCT conversation_id) FROM messages WHERE ts >= ? AND ts < ?",
-                                 span).fetchone()[0]
 
-    # One scan of the day's attempts for spend, tokens, failovers and who was tried first.
+    # Attempts: what each provider was paid (customers' and staff's), failovers; the
+    # customers' own for tokens, cost and who was tried first.
     spend_rows: dict[tuple[str, str], list] = {}
     fails: Counter[tuple[str, str]] = Counter()
-    first_counts: Counter[str] = Counter()
-    spent_by: dict[str, float] = {}
-    in_tok = out_tok = unknown = 0
-    cost_total = 0.0
-    for provider, model, outcome, first, k, i, o, c, u in conn.execute(
-            "SELECT provider, model, outcome, seq = 0, COUNT(*), SUM(input_tokens), SUM(output_tokens), "
-            "COALESCE(SUM(cost_usd), 0), SUM(cost_usd IS NULL) FROM attempts WHERE ts >= ? AND ts < ? "
-            "GROUP BY provider, model, outcome, seq = 0", span):
-        in_tok, out_tok, unknown, cost_total = in_tok + i, out_tok + o, unknown + u, cost_total + c
-        spent_by[provider] = spent_by.get(provider, 0.0) + c
+    spent_by: dict[str, list[float]] = {}
+    unknown_by: Counter[str] = Counter()
+    for (provider, model, outcome, _seq), (k, i, o, c, u) in scan.attempts.items():
+        spent_by.setdefault(provider, []).append(c)
+        unknown_by[provider] += u
         if outcome != "ok":
             fails[(provider, outcome)] += k
         if not model or provider in NOT_PROVIDERS:
             continue
-        if first:
-            first_counts[provider] += k
-        row = spend_rows.setdefault((provider, model), [0, 0, 0, 0.0, 0])
-        row[0] += k; row[1] += i; row[2] += o; row[3] += c; row[4] += u
+        row = spend_rows.setdefault((provider, model), [0, 0, 0, [], 0])
+        row[0] += k; row[1] += i; row[2] += o; row[3].append(c); row[4] += u
+    customer = S.customer_attempts(scan)
+    first_counts: Counter[str] = Counter()
+    for (provider, model, _outcome, seq), row in customer.items():
+        if seq == 0 and model and provider not in NOT_PROVIDERS:
+            first_counts[provider] += row[0]
+    cost_total = math.fsum(v[3] for v in customer.values())
+    unknown = sum(v[4] for v in customer.values())
+    staff = _staff(scan)
 
     handoff = handoffs(conn, start, end)
     handoff["requested"] = requested
     totals = {
-        "messages": n, "conversations": conversations, "cost_usd": float(cost_total),
+        "messages": n, "conversations": None,  # filled in by `merge` from `day_conversations`
+        "cost_usd": cost_total,
         "unknown_price_attempts": unknown, "cost_per_1000": cost_total / n * 1000 if n else 0.0,
         "cache_share": _share(tiers.get("cache", 0), n), "fallback_rate": _share(fallback_n, n),
-        "handoffs": handoff["opened"], "input_tokens": in_tok, "output_tokens": out_tok,
+        "handoffs": handoff["opened"],
+        "input_tokens": sum(v[1] for v in customer.values()),
+        "output_tokens": sum(v[2] for v in customer.values()),
         "price_unknown": unknown > 0,
+        "staff_questions": staff["questions"], "staff_cost_usd": staff["cost_usd"],
+        # customer + staff: what the providers were paid (= the spend table, the budget)
+        "spend_usd": math.fsum(v[3] for v in scan.attempts.values()),
+        "spend_unknown_price_attempts": sum(v[4] for v in scan.attempts.values()),
     }
     by_tier = [{"tier": t, "count": c, "share": _share(c, n)}
                for t, c in sorted(tiers.items(), key=lambda kv: (-kv[1], kv[0]))]
     by_model = [{"provider": p, "model": m, "count": c, "share": _share(c, n)}
                 for (p, m), c in sorted(models.items(), key=lambda kv: (-kv[1], kv[0]))]
     spend = [{"provider": p, "model": m, "attempts": a, "input_tokens": i, "output_tokens": o,
-              "cost_usd": float(c), "unknown_price_attempts": u, "price_unknown": u > 0}
+              "cost_usd": math.fsum(c), "unknown_price_attempts": u, "price_unknown": u > 0}
              for (p, m), (a, i, o, c, u) in sorted(spend_rows.items())]
     failovers = [{"provider": p, "reason": r, "count": c}
                  for (p, r), c in sorted(fails.items(), key=lambda kv: (-kv[1], kv[0]))]
@@ -296,18 +389,9 @@ def compute_day(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, Any
     breaker_rows = [{"provider": p, "model": m, "reason": r, "count": c}
                     for (p, m, r), c in sorted(breakers.items(), key=lambda kv: (-kv[1], kv[0]))]
 
-    unanswered = [{"question": redact(q), "count": c} for q, c in conn.execute(
-        "SELECT lower(trim(question)) q, COUNT(*) c FROM messages WHERE tier = 'template' AND ts >= ? AND ts < ? "
-        "AND handoff_requested = 0 AND trim(question) != '' "
-        f"AND COALESCE(template, '') NOT IN ({_marks(NOT_QUESTIONS)}) "
-        "GROUP BY q ORDER BY c DESC, q LIMIT ?", (*span, *NOT_QUESTIONS, TOP_N))]
-    faq_top = [{"entry": e, "count": c} for e, c in conn.execute(
-        "SELECT faq_entry, COUNT(*) c FROM messages WHERE tier = 'cache' AND ts >= ? AND ts < ? "
-        "AND faq_entry IS NOT NULL GROUP BY faq_entry ORDER BY c DESC, faq_entry LIMIT ?", (*span, TOP_N))]
-
     caps = inputs.caps
     budget = [{"scope": s, "cap_usd": cap,
-               "spent_usd": sum(spent_by.values()) if s == "overall" else spent_by.get(s, 0.0)}
+               "spent_usd": totals["spend_usd"] if s == "overall" else math.fsum(spent_by.get(s, ()))}
               for s, cap in sorted(caps.items())]
     for b in budget:
         b["capped"] = b["spent_usd"] >= b["cap_usd"]
@@ -326,7 +410,12 @@ def compute_day(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, Any
         "failovers": failovers,
         "breakers": breaker_rows,
         "handoffs": handoff,
+        "staff": staff,
         "budget": {"caps": budget, "alerts": alerts},
-        "unanswered": unanswered,
-        "faq_top": faq_top,
+        "provider_spend": {p: (math.fsum(costs), unknown_by.get(p, 0)) for p, costs in spent_by.items()},
     }
+
+
+# The report's independent parts, in `merge`'s argument order.
+PARTS: tuple[Callable[[sqlite3.Connection, ReportInputs], Any], ...] = (
+    compute_day, day_latency, day_conversations, day_lists, past_week, past_chart)

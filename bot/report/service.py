@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 from typing import Any
 
 from ..budget import load_caps
 from ..config import Config
 from ..ledger.store import Ledger
-from .compute import ReportInputs, compute_day, day_latency, merge, past_days
+from .compute import PARTS, ReportInputs, merge
 from .render import render_report, slack_message
 
 __all__ = ["ReportService"]
@@ -64,13 +65,12 @@ class ReportService:
     async def build(self, day: dt.date | None = None) -> dict[str, Any]:
         inputs = self.inputs(day or self.today())
         await self.ledger.flush()
-        # The day, its latency percentiles and the earlier days (comparison, chart) are
-        # independent: three reader threads, so the scans share both cores.
-        today, lat, past = await asyncio.gather(
-            self.ledger.read(lambda c: compute_day(c, inputs), fresh=False),
-            self.ledger.read(lambda c: day_latency(c, inputs), fresh=False),
-            self.ledger.read(lambda c: past_days(c, inputs), fresh=False))
-        return merge(today, lat, past)
+        # The report's parts (the day's sums, its latencies, its conversations, its top
+        # lists, the earlier days) are independent: the ledger's reader threads run them
+        # at once, so the scans share the cores.
+        parts = await asyncio.gather(*(
+            self.ledger.read(functools.partial(part, inputs=inputs), fresh=False) for part in PARTS))
+        return merge(*parts)
 
     async def render(self, day: dt.date | None = None, fmt: str = "text") -> str:
         report = await self.build(day)
