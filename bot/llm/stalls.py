@@ -55,6 +55,8 @@ class Ticket:
 
 
 class HostWatch:
+    """One provider host: its attempts in flight, its last answer, its recent latency."""
+
     def __init__(self, provider: str, *, factor: float = 2.0, floor_s: float = 0.5, enabled: bool = True,
                  slow_start: int = 2, on_stall: Callable[[str, str], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
