@@ -2,21 +2,26 @@
 the daily report take over a million ledger records?
 
 Part 1 — throughput, side by side in one run. The same SupportBot handles the same
-messages (N conversations, several messages each, C at a time) with and without the
-ledger (durable history + reply listener + budget gate), rounds alternating A/B/A/B so
-machine noise hits both alike. Two pipelines:
+messages (N conversations, several messages each, C at a time) without the ledger, with
+the ledger as it was before (writer *thread* in this process, history loads on reader
+threads; bot/ledger/store.py + history.py loaded from git at BEFORE_REV) and with the
+ledger now (writer *process*, bot/sqlite_writer.py), each with durable history + reply
+listener + budget gate; rounds rotate the order so machine noise hits all alike. CPU per
+message is this process's (all threads, fake servers included) plus, separately, the
+writer process's (from /proc), so moving work out of the process is not counted as
+saving it. Two pipelines:
   - templates only: the cheapest reply there is, so the ledger's share of the cost is
     as large as it can ever be;
   - the real LLM chain (groq SDK over HTTP) against the local fake Groq server.
 Also measured: what the event loop itself pays per recorded message (building the rows
-and queueing them; the commit happens on the writer thread).
+and queueing them / sending them to the writer process).
 
 Part 2 — report over 1,000,000 messages (+ their attempts and events), generated with
 executemany into a temporary ledger: 1,000,000 messages over 20 days (~50,000 a day),
 and a worst case with the whole million on the report's day. Times ReportService.render
 for each format (cold: first read after opening; warm: again).
 
-    python bench/ledger_bench.py [--quick]
+    python bench/ledger_bench.py [--quick] [--part1-only | --report-only]
 """
 from __future__ import annotations
 
@@ -186,6 +191,76 @@ async def throughput(rounds: int, n: int, conversations: int, concurrency: int) 
     return results
 
 
+class SqliteThread:
+    """Diagnosis: a thread in this process committing small SQLite batches every 5 ms
+    (about what the ledger's writer thread did), with no other tie to the pipeline."""
+
+    def __init__(self, path: Path) -> None:
+        import threading
+
+        self.path, self.stop = path, threading.Event()
+        self.thread = threading.Thread(target=self.run, name="sqlite-thread", daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("CREATE TABLE IF NOT EXISTS t (a, b, c, d)")
+        i = 0
+        while not self.stop.wait(0.005):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT INTO t VALUES (?,?,?,?)", [(i, "x" * 40, 1.5, None)] * 8)
+            conn.execute("COMMIT")
+            i += 1
+        conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+async def diagnose(rounds: int, n: int) -> None:
+    """Which part of the thread-writer ledger costs the event loop CPU on the LLM path?"""
+    import os
+    import threading
+
+    import fakes.llm_servers as F
+    from bot.history import MemoryHistory
+
+    variants = ("without ledger", "without + sqlite thread", "thread writer (before)",
+                "thread writer, history in memory", "process writer (now)")
+    out: dict[str, list[dict]] = {v: [] for v in variants}
+    print(f"\n## Diagnosis: LLM chain, {n} messages x {rounds} rounds (median); load {os.getloadavg()[0]:.1f}")
+    async with F.FakeProviders() as fp:
+        for r in range(rounds):
+            k = r % len(variants)
+            for v in variants[k:] + variants[:k]:
+                tmp = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
+                base = {"without + sqlite thread": "without ledger",
+                        "thread writer, history in memory": "thread writer (before)"}.get(v, v)
+                bot = make_bot("LLM", base, tmp, fp, 20)
+                if v == "thread writer, history in memory":
+                    bot.history = MemoryHistory()  # no history loads on the reader threads
+                noise = SqliteThread(tmp / "noise.sqlite3") if v == "without + sqlite thread" else None
+                async with bot:
+                    await drive(bot, 200, 300, 20, f"warm{r}")
+                    main = time.pthread_getcpuclockid(threading.main_thread().ident)
+                    m0 = time.clock_gettime(main)
+                    res = await drive(bot, n, 300, 20, f"r{r}")
+                    res["main"] = (time.clock_gettime(main) - m0) / n * 1e6
+                    out[v].append(res)
+                if noise:
+                    noise.close()
+                fp.groq.requests.clear()
+    print(f"{'variant':36s} {'msg/s':>6s} {'loop thread':>11s} {'process':>8s} {'+writer':>8s} {'vcsw/msg':>8s}")
+    for v, rs in out.items():
+        med = {k: statistics.median(x[k] for x in rs) for k in rs[0]}
+        print(f"{v:36s} {med['rate']:6.0f} {med['main']:9.0f}us {med['cpu']:6.0f}us {med['writer']:6.0f}us "
+              f"{med['vcsw']:8.1f}")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+
+
 # -- part 2 -----------------------------------------------------------------------------
 PROVIDERS = [("groq", "llama-3.3-70b-versatile", 0.59, 0.79), ("gemini", "gemini-2.5-flash", 0.30, 2.50),
              ("claude", "claude-haiku-4-5", 1.0, 5.0)]
@@ -276,9 +351,13 @@ async def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller runs (a smoke test of the script)")
     ap.add_argument("--report-only", action="store_true", help="part 2 only")
     ap.add_argument("--part1-only", action="store_true", help="part 1 only")
+    ap.add_argument("--diagnose", action="store_true",
+                    help="only: where the thread writer's extra CPU on the LLM path came from")
     args = ap.parse_args()
     n, rounds, records = (600, 2, 100_000) if args.quick else (3000, 6, 1_000_000)
     print(f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}")
+    if args.diagnose:
+        return await diagnose(2 if args.quick else 5, 300 if args.quick else 1000)
 
     if not args.report_only:
         await part1(n, rounds)

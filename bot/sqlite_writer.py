@@ -18,19 +18,23 @@ What callers get:
   - nothing is lost if the child dies: unacknowledged ops are kept and sent again to a
     new child; nothing queued is lost on close; the child commits what it received and
     exits when this process exits or is killed (its end of the socket closes), so it
-    can never outlive its parent for more than a commit.
+    can never outlive its parent for more than a commit;
+  - one child process serves every writer of this process (a session each), so opening
+    a writer costs a socketpair, not a Python start.
 Statements are registered by name at start, so each op carries only its parameters.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import pickle
 import select
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -53,6 +57,47 @@ class WriterClosed(RuntimeError):
 
 class WriterError(RuntimeError):
     """A read through the writer process failed (the text of the child's error)."""
+
+
+class _Host:
+    """The one child process that hosts every writer of this process: starting a Python
+    for each ledger would cost ~10 ms of CPU each (a test suite opens hundreds); a new
+    writer only passes its socket over the control socket (SCM_RIGHTS)."""
+
+    proc: subprocess.Popen | None = None
+    ctl: socket.socket | None = None
+    owner = 0  # the pid that started it (a forked copy of this process must start its own)
+    lock = threading.Lock()
+
+    @classmethod
+    def attach(cls, sock: socket.socket) -> subprocess.Popen:
+        with cls.lock:
+            for _ in range(2):
+                if cls.proc is None or cls.proc.poll() is not None or cls.owner != os.getpid():
+                    cls._start()
+                try:
+                    socket.send_fds(cls.ctl, [b"s"], [sock.fileno()])  # type: ignore[arg-type]
+                    return cls.proc  # type: ignore[return-value]
+                except OSError:
+                    cls.proc = None  # it died just now: start another
+            raise WriterError("cannot start the SQLite writer process")
+
+    @classmethod
+    def _start(cls) -> None:
+        if cls.ctl is not None:
+            cls.ctl.close()
+        if cls.proc is not None and cls.owner == os.getpid() and cls.proc.poll() is None:
+            cls.proc.kill()  # unreachable over its control socket: replace it
+        if cls.proc is not None and cls.owner == os.getpid():
+            cls.proc.wait()
+        parent, child = socket.socketpair()
+        try:
+            cls.proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(CHILD), str(child.fileno())], pass_fds=(child.fileno(),),
+                stdin=subprocess.DEVNULL, close_fds=True)
+        finally:
+            child.close()
+        cls.ctl, cls.owner = parent, os.getpid()
 
 
 class SQLiteWriter:
@@ -86,9 +131,7 @@ class SQLiteWriter:
     def _spawn(self) -> None:
         parent, child = socket.socketpair()
         try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(CHILD), str(child.fileno())], pass_fds=(child.fileno(),),
-                stdin=subprocess.DEVNULL, close_fds=True)
+            self.proc = _Host.attach(child)
         finally:
             child.close()
         parent.setblocking(False)
@@ -106,12 +149,13 @@ class SQLiteWriter:
         if self.restarts > MAX_RESTARTS:
             self._give_up()
             return
-        log.error(kv(event="sqlite_writer_restarted", path=self.path, returncode=self.proc.poll(),
+        log.error(kv(event="sqlite_writer_restarted", path=self.path, host_returncode=self.proc.poll(),
                      unacked=len(self._unacked) + len(self._reads)))
         self._detach()
         self.sock.close()
-        self.proc.wait()
-        self._spawn()
+        self._spawn()  # on the same host process if it is alive, else on a new one
+        # Everything not yet acked (including what was queued but not sent yet) goes once.
+        self._out = []
         again = sorted([*self._unacked, *self._reads.values()], key=lambda op: op[1])
         self._wbuf += self._frame(again)
         self._attach()
@@ -148,7 +192,7 @@ class SQLiteWriter:
         if keep:
             self._unacked.append(op)
         self._out.append(op)
-        if self._send_scheduled:
+        if self._send_scheduled and self._loop is not None and not self._loop.is_closed():
             return
         try:
             loop = asyncio.get_running_loop()
@@ -319,7 +363,7 @@ class SQLiteWriter:
 
     # -- closing ----------------------------------------------------------------------------------
     async def aclose(self) -> None:
-        """Commit everything queued, then let the child exit."""
+        """Commit everything queued, then end this writer's session."""
         if self._closed:
             return
         seq = self._next()
@@ -329,7 +373,6 @@ class SQLiteWriter:
             await self._wait_ack(seq)
         finally:
             self._detach()
-            await asyncio.get_running_loop().run_in_executor(None, self._reap)
             self.sock.close()
 
     def close_sync(self) -> None:
@@ -347,16 +390,7 @@ class SQLiteWriter:
         while self._acked < seq and time.monotonic() < deadline:
             select.select([self.sock], [], [], 0.5)
             self._on_readable()
-        self._reap()
         self.sock.close()
-
-    def _reap(self) -> None:
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            log.error(kv(event="sqlite_writer_kill", path=self.path))
-            self.proc.kill()
-            self.proc.wait()
 
 
 def _settle(fut: asyncio.Future, err: BaseException | None, value: Any) -> None:

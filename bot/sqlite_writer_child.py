@@ -7,8 +7,12 @@ times per message (voluntary context switches) and the loop thread paid +140-280
 CPU per message for it. Here the connection, the commits and their threads live in
 another interpreter; the bot's process only pickles rows into a socket.
 
-Run as `python -I -S sqlite_writer_child.py FD`: isolated and without site, so it starts
-in ~15 ms and imports nothing from the bot (no module of ours can shadow the stdlib).
+Run as `python -I -S sqlite_writer_child.py FD`: isolated and without site, so it imports
+nothing from the bot (no module of ours can shadow the stdlib). One such process serves
+every writer of its parent (the ledger, the handoff store, every ledger a test suite
+opens): FD is a control socket over which the parent passes one socket per writer
+(SCM_RIGHTS); each gets its own session (a writer and a reader thread, its own
+connections), so one database waiting for a lock never holds up another.
 
 Protocol (frames: 4-byte big-endian length + pickle), parent → child:
   ("open", path, pragmas, statements, linked_tables, linger_s, batch_max)   first frame
@@ -25,14 +29,16 @@ child → parent:
   ("ack", seq, errors)                     everything through seq is committed; errors:
                                            texts of writes that failed for good
   ("res", seq, ok, value)                  a read's rows, or the error text
-The child exits when the parent's end closes (the parent exited or was killed: what
-arrived is committed first) or when its parent process changes (orphaned).
+A session ends when the parent's end of its socket closes (closed, garbage-collected,
+or the parent exited or was killed: what arrived is committed first) or when the
+process's parent changes (orphaned); the process ends with its control socket.
 """
 from __future__ import annotations
 
 import os
 import pickle
 import queue
+import signal
 import socket
 import sqlite3
 import struct
@@ -255,8 +261,33 @@ class Child:
 
 
 def main() -> None:
-    sock = socket.socket(fileno=int(sys.argv[1]))
-    Child(sock).run()
+    """Host one session per socket the parent passes over the control socket."""
+    # Ctrl+C or a service manager's SIGTERM reach the whole process group: the parent
+    # decides when to stop (it closes its sockets); until then, keep committing.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ctl = socket.socket(fileno=int(sys.argv[1]))
+    ctl.settimeout(1.0)
+    ppid = os.getppid()
+    sessions: list[threading.Thread] = []
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(ctl, 64, 16)
+        except socket.timeout:
+            if os.getppid() != ppid:  # orphaned: every session ends on its own EOF
+                break
+            continue
+        except OSError:
+            break
+        if not msg and not fds:
+            break  # the parent exited or was killed
+        for fd in fds:
+            t = threading.Thread(target=Child(socket.socket(fileno=fd)).run, name=f"session-{fd}")
+            t.start()
+            sessions.append(t)
+        sessions = [t for t in sessions if t.is_alive()]
+    for t in sessions:  # what each session received is committed before we leave
+        t.join()
 
 
 if __name__ == "__main__":

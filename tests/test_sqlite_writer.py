@@ -146,7 +146,6 @@ async def test_close_commits_everything_and_a_closed_writer_refuses_writes(tmp_p
         w.write("note", (f"n{i}",))
     await w.aclose()
     assert count(db, "SELECT COUNT(*) FROM note") == [(50,)]
-    assert w.proc.returncode == 0
     with pytest.raises(WriterClosed):
         w.write("note", ("late",))
     # Without a loop (e.g. CLI teardown): the same.
@@ -179,3 +178,33 @@ def test_kill_9_of_the_parent_commits_what_was_sent_and_the_child_exits(tmp_path
     child = int(proc.stdout.split()[0])
     assert gone(child, 10), "the writer process outlived its parent"
     assert count(db, "SELECT COUNT(*) FROM note") == [(500,)]
+
+
+async def test_writers_share_one_process_and_a_locked_database_holds_up_only_its_own(tmp_path):
+    a, b = make_db(tmp_path / "a.sqlite3"), make_db(tmp_path / "b.sqlite3")
+    wa, wb = writer(a), writer(b)
+    try:
+        assert wa.pid == wb.pid  # one child process for every writer of this process
+        blocker = sqlite3.connect(a, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            wa.write("note", ("a",))
+            wb.write("note", ("b",))
+            held = asyncio.ensure_future(wa.committed())
+            await asyncio.wait_for(wb.committed(), 1.0)
+            assert count(b, "SELECT text FROM note") == [("b",)]
+            assert not held.done()
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        await asyncio.wait_for(held, 10)
+        os.kill(wa.pid, signal.SIGKILL)  # both lose their session: both come back, nothing lost
+        wa.write("note", ("a2",))
+        wb.write("note", ("b2",))
+        await asyncio.wait_for(asyncio.gather(wa.flush(), wb.flush()), 10)
+        assert wa.pid == wb.pid
+    finally:
+        await wa.aclose()
+        await wb.aclose()
+    assert count(a, "SELECT text FROM note ORDER BY rowid") == [("a",), ("a2",)]
+    assert count(b, "SELECT text FROM note ORDER BY rowid") == [("b",), ("b2",)]
