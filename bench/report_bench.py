@@ -51,8 +51,8 @@ QUESTIONS = ["where is my order", "I want a refund", "what are your opening hour
 PROVIDERS = [("groq", "llama-3.3-70b-versatile", 0.59, 0.79), ("gemini", "gemini-2.5-flash", 0.30, 2.50),
              ("claude", "claude-haiku-4-5", 1.0, 5.0)]
 # Indexes schema v4 adds, and the v3 ones it replaces (for the writer without v4's indexes).
-V4_INDEXES = ("messages_groups", "messages_latency", "messages_ts_conversation", "messages_faq",
-              "messages_questions", "messages_staff", "attempts_groups")
+V4_INDEXES = ("messages_groups", "messages_ts_conversation", "messages_faq", "messages_questions",
+              "messages_staff", "attempts_groups")
 V3_INDEXES = ("CREATE INDEX messages_ts ON messages(ts)", "CREATE INDEX messages_tier_ts ON messages(tier, ts)")
 
 
@@ -271,11 +271,12 @@ async def main() -> None:
 
         layouts = ((f"{records:,} over 20 days", [day - dt.timedelta(days=i) for i in range(20)]),
                    (f"all {records:,} on the report's day", [day]))
+        sides = ("before", "after")  # the old code on v3, this code on v4
         for n_layout, (label, days) in enumerate(layouts):
             rows = build_rows(records, days, tz)
-            paths = {"before": tmp / f"v3-{n_layout}" / "ledger.sqlite3", "after": tmp / f"v4-{n_layout}" / "ledger.sqlite3"}
+            paths = {side: tmp / f"{side}-{n_layout}" / "ledger.sqlite3" for side in sides}
             ins: dict[str, float] = {}
-            for side in ("before", "after") if n_layout % 2 == 0 else ("after", "before"):
+            for side in sides if n_layout % 2 == 0 else sides[::-1]:
                 paths[side].parent.mkdir()
                 ins[side] = insert(paths[side], 3 if side == "before" else 4, rows)
             total_rows = sum(len(x) for x in rows)
@@ -285,25 +286,24 @@ async def main() -> None:
                   f"{size['before']:.0f} MB)   v4 {total_rows / ins['after']:,.0f} rows/s ({ins['after']:.1f} s, "
                   f"{size['after']:.0f} MB)   ratio {ins['before'] / ins['after']:.2f}")
             del rows
-            times: dict[str, dict[str, list[list[float]]]] = {"before": {}, "after": {}}
+            times: dict[str, dict[str, list[list[float]]]] = {side: {} for side in sides}
             for r in range(repeats):
                 order = list(FORMATS[r % len(FORMATS):] + FORMATS[:r % len(FORMATS)])
-                for side in ("before", "after") if r % 2 == 0 else ("after", "before"):
+                for side in sides if r % 2 == 0 else sides[::-1]:
                     got = run_round(old if side == "before" else REPO, paths[side], day, tz_name, order)
                     for fmt, t in got.items():
                         times[side].setdefault(fmt, []).append(t)
-            print(f"   report, seconds, first / median of {repeats} (fresh ledger each; build = SQL, render = Jinja)")
-            print(f"   {'format':9s} {'before total':>14s} {'after total':>13s} {'ratio':>6s}   "
-                  f"{'before build/render (median)':>28s}  {'after build/render':>20s}")
+            print(f"   report, seconds: first / median of {repeats}, each on a freshly opened ledger; "
+                  "then the medians of build (SQL) + render (Jinja)")
+            print(f"   {'format':9s} {'before':>12s} {'after':>12s} {'ratio':>6s}   "
+                  f"{'before build + render':>22s} {'after build + render':>21s}")
             for fmt in FORMATS:
-                bt = [sum(x) for x in times["before"][fmt]]
-                at = [sum(x) for x in times["after"][fmt]]
-                bb = statistics.median(x[0] for x in times["before"][fmt])
-                br = statistics.median(x[1] for x in times["before"][fmt])
-                ab = statistics.median(x[0] for x in times["after"][fmt])
-                ar = statistics.median(x[1] for x in times["after"][fmt])
-                print(f"   {fmt:9s} {fmt_s(bt):>14s} {fmt_s(at):>13s} {statistics.median(bt) / statistics.median(at):6.1f}"
-                      f"   {bb:17.3f} / {br:.3f}  {ab:13.3f} / {ar:.3f}")
+                tot = {side: [sum(x) for x in times[side][fmt]] for side in sides}
+                med = {side: (statistics.median(x[0] for x in times[side][fmt]),
+                              statistics.median(x[1] for x in times[side][fmt])) for side in sides}
+                print(f"   {fmt:9s} {fmt_s(tot['before']):>12s} {fmt_s(tot['after']):>12s} "
+                      f"{statistics.median(tot['before']) / statistics.median(tot['after']):6.1f}   "
+                      + "  ".join(f"{med[side][0]:>14.3f} + {med[side][1]:.3f}" for side in sides))
             parts = parts_once(paths["after"], day, tz)
             print("   after, each part alone on one connection (s): "
                   + ", ".join(f"{k} {v:.3f}" for k, v in parts.items()))

@@ -277,17 +277,3 @@ async def test_every_format_carries_the_same_figures(data):
         assert f"{t['messages']:,}" in out and r["date"] in out
         assert "price unknown" in out.lower()
         assert r["unanswered"][0]["question"][:20] in out
-
-
-@pytest.mark.parametrize("share", [0.0, float("inf")], ids=["walk the latency index", "read the day's latencies"])
-async def test_latency_percentiles_match_by_either_plan(data, monkeypatch, share):
-    from bot.report import scan
-
-    messages, _, _, ledger = data
-    monkeypatch.setattr(scan, "LATENCY_WALK_SHARE", share)
-    r = await ledger.read(lambda c: compute_report(c, ReportInputs(DAY, TZ)))
-    ms = on(DAY, messages)
-    assert r["latency"]
-    for row in r["latency"]:
-        lat = [m["latency"] for m in ms if m["tier"] == row["tier"]]
-        assert (row["p50_ms"], row["p95_ms"]) == (rank(lat, 50), rank(lat, 95))

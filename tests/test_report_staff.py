@@ -36,11 +36,8 @@ async def record(ledger: Ledger, now: list[float], ts: float, event: Event, repl
     ledger.record_reply(event, reply)
 
 
-@pytest.fixture(params=[0.0, float("inf")], ids=["walk the latency index", "read the day's latencies"])
-async def report(tmp_path, request, monkeypatch):
-    from bot.report import scan
-
-    monkeypatch.setattr(scan, "LATENCY_WALK_SHARE", request.param)
+@pytest.fixture
+async def report(tmp_path):
     now = [START]
     ledger = Ledger(tmp_path / "ledger.sqlite3", tz=UTC, clock=lambda: now[0])
     t = START + 3600

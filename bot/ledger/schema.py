@@ -127,16 +127,15 @@ def _v4(conn: sqlite3.Connection) -> None:
     # The daily report over a day of a million messages in well under 2 s, every figure
     # exact, no sort of the day's rows in SQLite: each sum is a range of a covering index
     # per group (the groups are found by seeking, not by sorting); latencies and
-    # conversation ids are read from covering indexes, not the table. All but one of the
-    # new indexes grow at a few append points (their leading columns take few values,
-    # then time), so an insert touches pages that are already cached.
+    # conversation ids are read from covering indexes, not the table. Every new index
+    # grows at a few append points (its leading columns take few values, then time), so
+    # an insert touches pages that are already cached. None is keyed by a value that
+    # lands anywhere in the tree: a (tier, latency) index to walk percentiles in latency
+    # order was measured and left out — it saved ~0.2 s on a day of a million messages
+    # and cost every insert ~40 % more (BENCHMARKS.md "Ledger and report").
     for sql in (
         "CREATE INDEX messages_groups ON messages"
         "(tier, provider, model, fallback, ts, cost_usd, handoff_requested, latency_ms)",
-        # Latency percentiles as a walk in latency order (LIMIT 1 OFFSET k): the one index
-        # keyed by a value that lands anywhere in the tree, so the one that costs inserts
-        # most (BENCHMARKS.md); the report uses it when the day is a large part of the ledger.
-        "CREATE INDEX messages_latency ON messages(tier, latency_ms, ts)",
         # Replaces messages_ts (same leading column): a day's conversation ids without table reads.
         "CREATE INDEX messages_ts_conversation ON messages(ts, conversation_id)",
         "DROP INDEX IF EXISTS messages_ts",
