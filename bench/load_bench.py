@@ -15,16 +15,21 @@ Method
   and CPU seconds of both processes (the fakes and generator share this process, so a
   saturated generator would be visible rather than blamed on the server).
 - Each server process is warmed up first (250 updates at 25/s, not measured).
+- Side by side: `--variant NAME:KEY=VALUE,...` (repeatable) starts one server per variant
+  with those settings in its environment, e.g. `before:PYTHONPATH=/tmp/before` to run an
+  older tree; the ramp steps of all variants are interleaved (rate 1 on each, then rate
+  2, ...) so a change in the machine's other load hits both sides alike.
 - Ramps: short steps at higher rates until a step fails (errors > 0.1 %,
   missing/doubled replies, or p99 > 5 s), to find where it breaks.
-- The LLM ramp runs once per groq SDK transport (`--groq-transports`, default
-  "httpx,aiohttp": the SDK's default httpx backend, then its aiohttp backend that tierbot
-  uses), so CPU per update and the rate kept up with are compared side by side in one run.
+- Also recorded per step: Bot API calls per update by method, the server's CPU share,
+  and the load average (other work on the machine shows up there, not in our figures).
+- `--profile DIR`: py-spy samples the server during each main run (collapsed stacks of
+  the thread holding the GIL), for "where does the CPU go".
 
-Bounded: the main run is `--seconds` (60) long, each ramp step `--step-seconds` (15),
-each followed by at most `--settle` (20) seconds for the backlog to drain.
+Bounded: the main run is `--seconds` (60) long, each ramp step `--step-seconds` (10),
+each followed by at most `--settle` (15) / `--main-settle` (60) seconds for the backlog.
 
-    python bench/load_bench.py              # full run (~9 minutes)
+    python bench/load_bench.py              # one variant (the shipped defaults), ~6 minutes
     python bench/load_bench.py --quick      # 5 s at 50/s, no ramp: a smoke test
 """
 from __future__ import annotations
@@ -78,6 +83,15 @@ def proc_status(pid: int, field: str) -> int:
 def proc_cpu_s(pid: int) -> float:
     parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_wait_s(pid: int) -> float:
+    """Seconds the server's event-loop thread spent runnable but waiting for a CPU
+    (/proc/<pid>/schedstat, field 2): how much the machine's other work held it back."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 def pct(values: list[float], p: float) -> float:
@@ -253,11 +267,14 @@ async def measured(proc, tg, base, rate, seconds, first_id, settle, profile: Pat
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     load_before = load_average()
     cpu_s, cpu_b, t1 = proc_cpu_s(proc.pid), time.process_time(), time.monotonic()
+    wait_s = proc_wait_s(proc.pid)
     step = await run_step(tg, base, rate, seconds, first_id, settle)
     wall = time.monotonic() - t1
     step["server_cpu_ms_per_update"] = round((proc_cpu_s(proc.pid) - cpu_s) / max(1, step["updates"]) * 1000, 1)
     step["server_cpu_share"] = round((proc_cpu_s(proc.pid) - cpu_s) / wall, 2)
     step["bench_cpu_share"] = round((time.process_time() - cpu_b) / wall, 2)
+    # share of the wall time the server's loop thread was ready to run but had no CPU
+    step["server_loop_cpu_wait_share"] = round((proc_wait_s(proc.pid) - wait_s) / wall, 2)
     step["peak_rss_mb"] = round(proc_status(proc.pid, "VmHWM") / 1024, 1)
     step["load_average_before_after"] = [load_before, load_average()]
     step["failed"] = failed(step)
