@@ -13,7 +13,7 @@ Environment (wins over the config file):
                               fits in the deadline; longer or absent Retry-After: next step
   TIERBOT_STALL_DETECTION     leave a provider that went silent before the attempt timeouts
                               (default on; TIERBOT_STALL_FACTOR 2 x its p95 latency, at least
-                              TIERBOT_STALL_FLOOR_S 0.5 s); TIERBOT_SLOW_START (default 2)
+                              TIERBOT_STALL_FLOOR_S 1 s); TIERBOT_SLOW_START (default 2)
                               attempts at most in flight on a provider that has not answered yet
   TIERBOT_MAX_TOKENS, TIERBOT_FILTER_FALLTHROUGH, TIERBOT_HEDGING, TIERBOT_HEDGE_BUDGET,
   TIERBOT_BREAKER_THRESHOLD, TIERBOT_BREAKER_COOLDOWN_S, TIERBOT_LLM_POOL
@@ -103,7 +103,7 @@ class LLMSettings:
     # Stall detection and slow start (stalls.py): leave a silent host before its timeouts.
     stall_detection: bool = True
     stall_factor: float = 2.0
-    stall_floor_s: float = 0.5
+    stall_floor_s: float = 1.0
     slow_start: int = 2             # 0 = off
     # The groq SDK's HTTP backend: "aiohttp" (about a third of the CPU per call of "httpx",
     # BENCHMARKS.md) or "httpx", the SDK's default, kept as a fallback and for comparison.
@@ -209,7 +209,7 @@ class LLMSettings:
             pool=int(num("TIERBOT_LLM_POOL", "pool", 100, 1)),
             stall_detection=flag("TIERBOT_STALL_DETECTION", "stall_detection", True),
             stall_factor=num("TIERBOT_STALL_FACTOR", "stall_factor", 2.0, 1.0),
-            stall_floor_s=num("TIERBOT_STALL_FLOOR_S", "stall_floor_s", 0.5, 0.01),
+            stall_floor_s=num("TIERBOT_STALL_FLOOR_S", "stall_floor_s", 1.0, 0.01),
             slow_start=int(num("TIERBOT_SLOW_START", "slow_start", 2, 0)),
             groq_transport=groq_transport,
         )

@@ -13,6 +13,10 @@ Rules (per host):
     of evidence: at least `MIN_EVIDENCE` silent attempts, counting those that already ended
     without an answer (timeout, refused, stalled). One slow request alone is not a stall.
     Without `MIN_SAMPLES` latencies (cold start) nothing is judged: the timeout decides.
+  * Before declaring, a waiting attempt confirms over a short grace (a quarter of the
+    threshold, at least 0.1 s): answers a busy event loop had not read yet get read, and if
+    the grace itself overruns, the silence may be ours (a CPU-starved process, a burst of
+    sends) — nothing is declared and the timeouts decide.
   * When a host stalls, `on_stall` runs once (the chain opens the host's breaker) and every
     attempt in flight on it is rescued: it ends now as `stalled` and its message moves on.
   * Slow start: until a host has answered once, at most `slow_start` attempts may be in flight
@@ -40,6 +44,8 @@ T = TypeVar("T")
 MIN_EVIDENCE = 2   # silent attempts (in flight or ended unanswered) before a silence is a stall
 MIN_SAMPLES = 5    # answer latencies needed before "far past the usual latency" means anything
 _EPS = 0.002       # wake a little after the due time, never just before it
+_GRACE_S = 0.1     # a stall is confirmed over max(this, threshold / 4) ...
+_LAG_S = 0.05      # ... unless our own event loop overran that grace by more than this
 
 
 class Ticket:
@@ -57,7 +63,7 @@ class Ticket:
 class HostWatch:
     """One provider host: its attempts in flight, its last answer, its recent latency."""
 
-    def __init__(self, provider: str, *, factor: float = 2.0, floor_s: float = 0.5, enabled: bool = True,
+    def __init__(self, provider: str, *, factor: float = 2.0, floor_s: float = 1.0, enabled: bool = True,
                  slow_start: int = 2, on_stall: Callable[[str, str], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.provider = provider
@@ -167,8 +173,18 @@ class HostWatch:
                 rescue = self._signal()
                 now = self.clock()
                 if self.stalled(now):
+                    # Confirm over a short grace: answers already received but not yet read
+                    # by a busy event loop get read meanwhile, and a grace that overruns
+                    # says the silence may be ours (CPU-starved), not the provider's.
+                    grace = max(_GRACE_S, (self.threshold() or 0.0) / 4)
+                    await asyncio.wait((call, rescue), timeout=grace)
+                    if call.done():
+                        return call.result()
+                    late = self.clock() - now - grace
+                    if ticket.rescued or late > max(_LAG_S, grace / 2) or not self.stalled():
+                        continue
                     oldest = self._silent()[0].started
-                    self.declare(f"nothing from {self.provider} for {now - max(self.answered_at, oldest):.2f}s, "
+                    self.declare(f"nothing from {self.provider} for {self.clock() - max(self.answered_at, oldest):.2f}s, "
                                  f"{len(self.inflight)} in flight")
                     break
                 due = self.due(ticket)
