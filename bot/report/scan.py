@@ -159,25 +159,29 @@ def conversations(conn: sqlite3.Connection, start: float, end: float) -> int:
     Conversations whose only messages in the range are staff questions are taken out.
     """
     span = (start, end)
-    joined, rows = conn.execute(
-        f"SELECT group_concat(conversation_id, char({ord(_SEP)})), COUNT(*) "
-        "FROM messages INDEXED BY messages_ts_conversation WHERE ts >= ? AND ts < ?", span).fetchone()
-    if not rows:
-        return 0
-    ids = joined.split(_SEP)
-    if len(ids) != rows:  # an id with the separator in it: read them one by one
-        ids = [c for (c,) in conn.execute("SELECT conversation_id FROM messages INDEXED BY "
-                                          "messages_ts_conversation WHERE ts >= ? AND ts < ?", span)]
+    one_by_one = ("SELECT conversation_id FROM messages INDEXED BY messages_ts_conversation "
+                  "WHERE ts >= ? AND ts < ?")
+    try:
+        joined, rows = conn.execute(
+            f"SELECT group_concat(conversation_id, char({ord(_SEP)})), COUNT(*) "
+            "FROM messages INDEXED BY messages_ts_conversation WHERE ts >= ? AND ts < ?", span).fetchone()
+        ids = joined.split(_SEP) if rows else []
+    except sqlite3.DataError:  # longer than SQLite's longest string
+        ids, rows = None, -1
+    if ids is None or len(ids) != rows:  # an id with the separator in it: read them one by one
+        ids = [c for (c,) in conn.execute(one_by_one, span)]
     n = len(set(ids))
     staff = dict(conn.execute(
         f"SELECT conversation_id, COUNT(*) FROM messages INDEXED BY messages_staff WHERE {STAFF_SQL} "
         "AND ts >= ? AND ts < ? GROUP BY conversation_id", span).fetchall())
-    if staff:
+    convs = list(staff)
+    for i in range(0, len(convs), 500):  # well under SQLite's limit of bound values
+        chunk = convs[i:i + 500]
         every = dict(conn.execute(
             "SELECT conversation_id, COUNT(*) FROM messages INDEXED BY messages_ts_conversation "
-            f"WHERE ts >= ? AND ts < ? AND conversation_id IN ({', '.join('?' * len(staff))}) "
-            "GROUP BY conversation_id", (*span, *staff)).fetchall())
-        n -= sum(every.get(conv, 0) == k for conv, k in staff.items())
+            f"WHERE ts >= ? AND ts < ? AND conversation_id IN ({', '.join('?' * len(chunk))}) "
+            "GROUP BY conversation_id", (*span, *chunk)).fetchall())
+        n -= sum(every.get(conv, 0) == staff[conv] for conv in chunk)  # staff questions only
     return n
 
 
