@@ -11,7 +11,8 @@ change), checked out from git into a temporary directory and run against the v3 
 formats in a rotated order, and build (the SQL) and render (Jinja) are timed apart.
 
 Insert cost: the rows/s of the bulk insert (executemany, one transaction, as the bench
-generator writes) into v3 and v4, and the messages/s of the ledger's own writer thread
+generator writes) into v3 and v4, and the messages/s of the ledger's own writer (a child
+process, bot/sqlite_writer.py)
 (Ledger.record_reply + flush) with v4's indexes and with them dropped.
 
     python bench/report_bench.py [--quick] [--records N] [--repeats R] [--before REV]
@@ -192,7 +193,7 @@ def parts_once(path: Path, day: dt.date, tz: ZoneInfo) -> dict[str, float]:
     return out
 
 
-# -- the ledger's writer thread ---------------------------------------------------------------
+# -- the ledger's writer ----------------------------------------------------------------------
 async def writer_rate(path: Path, n: int, with_v4: bool) -> float:
     """Messages/s through Ledger.record_reply until committed, on a fresh ledger (v4 indexes
     kept or dropped)."""
@@ -244,7 +245,7 @@ async def main() -> None:
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=3, help="rounds of before/after (alternating)")
     ap.add_argument("--before", default=DEFAULT_BEFORE, help="git revision for the 'before' code")
-    ap.add_argument("--writer", type=int, default=60_000, help="messages per writer-thread round")
+    ap.add_argument("--writer", type=int, default=60_000, help="messages per ledger-writer round")
     args = ap.parse_args()
     records, repeats, writer_n = ((100_000, 1, 10_000) if args.quick else (args.records, args.repeats, args.writer))
     tz_name = "Europe/Berlin"
@@ -257,7 +258,7 @@ async def main() -> None:
         (tmp / "before").mkdir()
         old = checkout(args.before, tmp / "before")
 
-        print(f"\n## Writer thread: Ledger.record_reply until committed, {writer_n:,} messages a round "
+        print(f"\n## Ledger writer (child process): Ledger.record_reply until committed, {writer_n:,} messages a round "
               "(median of 3 alternating rounds)")
         rates: dict[bool, list[float]] = {True: [], False: []}
         for r in range(3):
