@@ -29,7 +29,7 @@ The naive pattern (bench/pipeline_bench.py's `Naive`: each provider in turn on a
 exception, SDK default retries, 2 s timeout, no breaker, no deadline) runs the same
 scenarios with a fixed 2 s sleep between tries. Where it is slow it gets fewer
 messages (the count is printed), because 2,000 of them would take many minutes.
-Whole run: about seven minutes (`--quick`: 400 messages; `--only 2,2b` for some scenarios).
+Whole run: about eight and a half minutes (`--quick`: 400 messages; `--only 2,2b` for some scenarios).
 """
 from __future__ import annotations
 
