@@ -262,6 +262,16 @@ class _BacklogCollector(Collector):
                                    "answered by this process", labels=["platform"])
         family.add_metric(["telegram"], float(self.telegram.in_progress))
         yield family
+        slots = self.telegram.slots
+        limit = GaugeMetricFamily("tierbot_updates_admission_limit", "Updates this process answers at "
+                                  "once right now (follows the event loop's lag; adapters/admission.py)",
+                                  labels=["platform"])
+        limit.add_metric(["telegram"], float(slots.limit))
+        yield limit
+        waiting = GaugeMetricFamily("tierbot_updates_waiting", "Updates accepted and waiting for "
+                                    "an admission slot", labels=["platform"])
+        waiting.add_metric(["telegram"], float(slots.waiting))
+        yield waiting
 
 
 def _check_api_message(data: Any) -> str | None:

@@ -205,6 +205,11 @@ class TelegramAdapter:
         return len(self._tasks)
 
     @property
+    def slots(self) -> AdaptiveSlots:
+        """The admission limit (for metrics)."""
+        return self._slots
+
+    @property
     def tg(self) -> Bot:
         return self.application.bot
 

@@ -83,8 +83,11 @@ async def test_concurrency_caps_answers_in_flight_and_the_rest_wait_their_turn(t
             assert (await post_update(client, text_update(i + 1, f"q{i}", chat_id=100 + i))).status == 200
         await tg.wait_for(lambda f: len(f.texts()) == 10, timeout=10)
         await asyncio.sleep(0.2)
+        metrics = await (await client.get("/metrics")).text()
     assert peak == 3
     assert sorted(tg.texts()) == sorted(f"echo: q{i}" for i in range(10))  # each once
+    assert 'tierbot_updates_admission_limit{platform="telegram"} 3.0' in metrics
+    assert 'tierbot_updates_waiting{platform="telegram"} 0.0' in metrics
 
 
 # -- the admission limit ---------------------------------------------------------------
