@@ -172,12 +172,16 @@ def make_bot(pipeline: str, variant: str, data_dir: Path, fp, concurrency: int) 
     return build_bot(Config(env), plugins=(*ledger, "bot.llm.plugin:install"))
 
 
-async def throughput(rounds: int, n: int, conversations: int, concurrency: int) -> dict:
+PIPELINES = ("templates only", "LLM chain (fake Groq over HTTP)")
+
+
+async def throughput(rounds: int, n: int, conversations: int, concurrency: int,
+                     pipelines: tuple[str, ...] = PIPELINES) -> dict:
     import fakes.llm_servers as F
 
     results: dict[str, dict[str, list[dict]]] = {}
     async with F.FakeProviders() as fp:
-        for pipeline in ("templates only", "LLM chain (fake Groq over HTTP)"):
+        for pipeline in pipelines:
             res = results.setdefault(pipeline, {v: [] for v in VARIANTS})
             for r in range(rounds):
                 k = r % len(VARIANTS)  # rotate the order: each variant goes first as often
@@ -351,27 +355,29 @@ async def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller runs (a smoke test of the script)")
     ap.add_argument("--report-only", action="store_true", help="part 2 only")
     ap.add_argument("--part1-only", action="store_true", help="part 1 only")
+    ap.add_argument("--llm-only", action="store_true", help="part 1: the LLM pipeline only")
+    ap.add_argument("--rounds", type=int, help="part 1 / diagnosis: rounds per variant")
     ap.add_argument("--diagnose", action="store_true",
                     help="only: where the thread writer's extra CPU on the LLM path came from")
     args = ap.parse_args()
     n, rounds, records = (600, 2, 100_000) if args.quick else (3000, 6, 1_000_000)
     print(f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}")
     if args.diagnose:
-        return await diagnose(2 if args.quick else 5, 300 if args.quick else 1000)
+        return await diagnose(args.rounds or (2 if args.quick else 5), 300 if args.quick else 1000)
 
     if not args.report_only:
-        await part1(n, rounds)
+        await part1(n, args.rounds or rounds, PIPELINES[1:] if args.llm_only else PIPELINES)
     if not args.part1_only:
         await part2(records)
 
 
-async def part1(n: int, rounds: int) -> None:
+async def part1(n: int, rounds: int, pipelines: tuple[str, ...] = PIPELINES) -> None:
     import os
 
     print(f"\n## Part 1: messages/s through SupportBot.handle, {n} messages ({max(300, n // 3)} through "
           f"the LLM chain), 300 conversations, 20 concurrent, {rounds} rounds in rotating order (median); "
           f"load average before: {os.getloadavg()[0]:.1f}")
-    res = await throughput(rounds, n, 300, 20)
+    res = await throughput(rounds, n, 300, 20, pipelines)
     print(f"{'pipeline / ledger':48s} {'msg/s':>7s} {'CPU/msg':>9s} {'+writer proc':>12s} {'= total':>9s} "
           f"{'vcsw/msg':>8s}")
     for pipeline, by_variant in res.items():
