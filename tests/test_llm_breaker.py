@@ -153,3 +153,17 @@ async def test_no_thundering_herd_when_cooldown_ends(tmp_path):
         # The others skipped while the probe was out (or, on a very slow machine, after it
         # failed and the breaker reopened) — never a second request.
         assert all(o in ("skipped:breaker_probing", "skipped:breaker_open") for o in outcomes if o != "timeout")
+
+
+def test_half_open_breaker_still_honours_a_wait_asked_by_a_late_answer():
+    # Found by the breaker state machine (tests/test_properties.py): a request sent before
+    # the breaker opened answers 503 + Retry-After while it is half-open; the probe waits too.
+    clock = Clock()
+    b = board(clock).get("groq", "m")
+    for _ in range(3):
+        b.failure("connection")
+    clock.t += 11  # cooldown over: half-open
+    b.failure("connection", retry_after=1.0)
+    assert b.available() == "rate_limited"
+    clock.t += 1.01
+    assert b.available() is None and b.acquire() is True

@@ -69,7 +69,8 @@ class Breaker:
                 return "breaker_open"
             if self.probing:
                 return "breaker_probing"
-            return None
+            # Half-open, but a late answer of a request sent before it opened may have asked
+            # for a wait (a 503 with Retry-After): the probe waits for it too.
         if now < self.paused_until:
             return E.MODEL_GONE if self.last_reason == E.MODEL_GONE else "rate_limited"
         return None
