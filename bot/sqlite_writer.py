@@ -1,12 +1,14 @@
 """SQLite writes off the event loop, in a child process: `SQLiteWriter`.
 
-Why not a thread: a writer thread shares the GIL with the event loop, and the two hand it
-back and forth around every SQLite step and every socket call. Measured on the LLM path
-(bench/ledger_bench.py, BENCHMARKS.md "Ledger and report"), that made the loop thread
-pay +140-280 µs of CPU per message with the ledger on, most of it not the ledger's own
-work. Here the connection lives in `bot/sqlite_writer_child.py`, run as its own small
-interpreter; this side pickles the queued rows into a socket once per loop iteration and
-reads acks with the loop's own selector: no thread in this process touches the GIL.
+Why not threads: every hop between a thread and the event loop (a writer thread waking,
+a read on a reader thread answering through `call_soon_threadsafe`) makes the two hand
+the GIL back and forth. Measured on the LLM path (bench/ledger_bench.py --diagnose,
+BENCHMARKS.md "Ledger and report"), the thread-based ledger cost the loop thread +184 µs
+of CPU per message under load, most of it those hand-offs (history loads on reader
+threads above all), not the ledger's own work. Here the connections live in
+`bot/sqlite_writer_child.py`, run as its own small interpreter; this side pickles the
+queued rows into a socket once per loop iteration and reads acks and answers with the
+loop's own selector: no thread of this process is involved.
 
 What callers get:
   - `write`/`write_linked` never block and never wait for the disk;

@@ -1,11 +1,10 @@
 """The program `bot.sqlite_writer.SQLiteWriter` runs in its child process (stdlib only).
 
-Why a process: a writer *thread* in the bot's process shares the GIL with the event loop.
-sqlite3 releases the GIL around every statement step, and the loop releases it around
-every socket call; measured on the LLM path, the two handed the GIL back and forth ~4-8
-times per message (voluntary context switches) and the loop thread paid +140-280 µs of
-CPU per message for it. Here the connection, the commits and their threads live in
-another interpreter; the bot's process only pickles rows into a socket.
+Why a process: threads in the bot's process (a writer, readers answering through
+`call_soon_threadsafe`) hand the GIL back and forth with the event loop; measured on the
+LLM path that cost the loop thread +184 µs of CPU per message under load (1-3 voluntary
+context switches per message). Here the connections, the commits and their threads live
+in another interpreter; the bot's process only pickles rows into a socket.
 
 Run as `python -I -S sqlite_writer_child.py FD`: isolated and without site, so it imports
 nothing from the bot (no module of ours can shadow the stdlib). One such process serves
