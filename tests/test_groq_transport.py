@@ -66,3 +66,37 @@ async def test_failures_classified_alike(fp, tmp_path, transport, fault):
 def test_unknown_transport_is_a_clear_config_error():
     with pytest.raises(ConfigError, match="TIERBOT_GROQ_TRANSPORT"):
         LLMSettings.from_config(Config.from_env({"TIERBOT_GROQ_TRANSPORT": "curl"}))
+
+
+# -- the stream's events, read without one SDK model per chunk ------------------------------
+async def _lines(*lines: str):
+    for line in lines:
+        yield line
+
+
+async def test_stream_events_are_read_as_the_sdk_reads_them():
+    import json
+
+    from bot.llm.providers.groq import sse_data
+
+    chunk = {"choices": [{"delta": {"content": "Hi"}, "finish_reason": None}]}
+    lines = [": keep-alive", "", f"data: {json.dumps(chunk)}", "", "id: 7", "data: {\"choices\":",
+             "data: []}", "", "data: [DONE]", "", f"data: {json.dumps(chunk)}", ""]
+    got = [d async for d in sse_data(_lines(*lines), request=None)]
+    assert got == [chunk, {"choices": []}]  # a multi-line event is joined; nothing after [DONE]
+
+
+async def test_an_error_inside_the_stream_raises_the_sdks_api_error():
+    import groq
+    import httpx
+
+    from bot.llm.providers.groq import sse_data
+
+    request = httpx.Request("POST", "http://127.0.0.1/openai/v1/chat/completions")
+    lines = ['data: {"choices": [{"delta": {"content": "Our"}}]}', "",
+             'data: {"error": {"message": "Service Unavailable", "type": "internal_server_error"}}', ""]
+    seen = []
+    with pytest.raises(groq.APIError, match="Service Unavailable") as e:
+        async for d in sse_data(_lines(*lines), request):
+            seen.append(d)
+    assert len(seen) == 1 and e.value.body == {"message": "Service Unavailable", "type": "internal_server_error"}
