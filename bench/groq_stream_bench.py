@@ -1,10 +1,15 @@
-"""CPU per streamed Groq call: one SDK model per chunk vs the chunks read as plain JSON.
+"""CPU per streamed Groq call, three ways, all through the real groq SDK (aiohttp transport):
 
-Both ways use the real groq SDK (aiohttp transport) against the fake Groq running in its
-own process, so the CPU measured (this process only: `time.process_time`) is the
-client's. Rounds alternate between the two ways; medians are reported.
+  sdk_models   `create(stream=True)`: the typed request transform, one SDK model per chunk;
+  plain_json   `with_streaming_response`, chunks read as plain JSON, typed `messages`;
+  shipped      `GroqProvider.stream`: plain JSON chunks, and the messages sent in
+               `extra_body`, past the SDK's typed request transform.
 
-    python bench/groq_stream_bench.py [--calls 400] [--rounds 6] [--words 150]
+The fake Groq runs in its own process, so the CPU measured (this process only:
+`time.process_time`) is the client's. The request carries `--history` earlier turns, as a
+conversation does. Rounds rotate the order; medians are reported.
+
+    python bench/groq_stream_bench.py [--calls 400] [--rounds 6] [--words 150] [--history 10]
 """
 from __future__ import annotations
 
@@ -44,7 +49,22 @@ async def sdk_models(p: GroqProvider, request: Request) -> int:
 
 
 async def plain_json(p: GroqProvider, request: Request) -> int:
-    """The shipped way: `GroqProvider.stream`."""
+    """Chunks as plain JSON, the messages still through the SDK's typed transform."""
+    from bot.llm.providers.groq import openai_messages, sse_data
+
+    n = 0
+    async with p.client.chat.completions.with_streaming_response.create(
+            model=MODEL, messages=openai_messages(request), max_tokens=request.max_tokens,
+            stream=True, timeout=10) as response:
+        async for data in sse_data(response.iter_lines(), response.http_response.request):
+            for choice in data.get("choices") or ():
+                if (choice.get("delta") or {}).get("content"):
+                    n += 1
+    return n
+
+
+async def shipped(p: GroqProvider, request: Request) -> int:
+    """`GroqProvider.stream`."""
     n = 0
     async for item in p.stream(MODEL, request, 10):
         if isinstance(item, str):
@@ -52,8 +72,12 @@ async def plain_json(p: GroqProvider, request: Request) -> int:
     return n
 
 
-async def round_(way, p: GroqProvider, calls: int) -> tuple[float, int]:
-    request = Request(system="You are a support bot.", messages=(Message("user", "Where is my parcel?"),), max_tokens=512)
+async def round_(way, p: GroqProvider, calls: int, history: int) -> tuple[float, int]:
+    turns = [Message("user" if i % 2 == 0 else "assistant",
+                     f"Message {i} of the conversation, about an order that has not arrived yet.")
+             for i in range(history)]
+    request = Request(system="You are a support bot. " * 40,
+                      messages=(*turns, Message("user", "Where is my parcel?")), max_tokens=512)
     queue = iter(range(calls))
     counts: list[int] = []
 
@@ -71,6 +95,7 @@ async def main() -> None:
     ap.add_argument("--calls", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--words", type=int, default=150, help="words (= chunks) in each streamed answer")
+    ap.add_argument("--history", type=int, default=10, help="earlier turns sent with each question")
     args = ap.parse_args()
     proc, env = spawn_fakes()
     try:
@@ -78,20 +103,21 @@ async def main() -> None:
         await fakes.set_default("groq", ok(" ".join(["word"] * args.words)))
         p = GroqProvider(KEYS["groq"], env["GROQ_BASE_URL"], pool=WIDTH)
         try:
-            await round_(plain_json, p, 40)  # warm-up: connections, imports
-            await round_(sdk_models, p, 40)
-            results: dict[str, list[float]] = {"sdk_models": [], "plain_json": []}
+            ways = (sdk_models, plain_json, shipped)
+            for way in ways:  # warm-up: connections, imports
+                await round_(way, p, 40, args.history)
+            results: dict[str, list[float]] = {way.__name__: [] for way in ways}
             for r in range(args.rounds):
-                for way in ((sdk_models, plain_json) if r % 2 == 0 else (plain_json, sdk_models)):
-                    ms, chunks = await round_(way, p, args.calls)
+                for way in ways[r % 3:] + ways[:r % 3]:
+                    ms, chunks = await round_(way, p, args.calls, args.history)
                     results[way.__name__].append(ms)
-            before, after = statistics.median(results["sdk_models"]), statistics.median(results["plain_json"])
+            before = statistics.median(results["sdk_models"])
             print(f"{args.calls} streamed calls x {args.rounds} rounds, {chunks} text chunks each (at least), "
-                  f"{WIDTH} in flight; load average {os.getloadavg()[0]:.1f}")
+                  f"{args.history} earlier turns, {WIDTH} in flight; load average {os.getloadavg()[0]:.1f}")
             for name, values in results.items():
-                print(f"  {name:10}  CPU/call median {statistics.median(values):.2f} ms  "
+                median = statistics.median(values)
+                print(f"  {name:10}  CPU/call median {median:.2f} ms = {median / before:.2f} of sdk_models  "
                       f"(rounds: {', '.join(f'{v:.2f}' for v in values)})")
-            print(f"  plain_json / sdk_models = {after / before:.2f}")
         finally:
             await p.aclose()
     finally:

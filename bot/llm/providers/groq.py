@@ -91,6 +91,12 @@ REASONING_EFFORTS = ("low", "medium", "high")
 
 
 class GroqProvider:
+    """The conversation goes in `extra_body` (the SDK's documented way to send a body field
+    as is; it takes precedence over the typed `messages=[]`): the SDK's typed request
+    transform walks every message of every call, and with a 10-turn history that was about
+    half of the LLM path's CPU (cProfile of bench/ledger_bench.py; bench/groq_stream_bench.py
+    measures it side by side). The messages are plain JSON already (`openai_messages`)."""
+
     name = "groq"
 
     def __init__(self, api_key: str, base_url: str | None = None, *, pool: int = 100,
@@ -110,7 +116,8 @@ class GroqProvider:
     async def complete(self, model: str, request: Request, timeout: float) -> Completion:
         try:
             resp = await self.client.chat.completions.create(
-                model=model, messages=openai_messages(request), max_tokens=request.max_tokens,
+                model=model, messages=[], extra_body={"messages": openai_messages(request)},
+                max_tokens=request.max_tokens,
                 reasoning_effort=self._effort(model), timeout=timeout)
             choice = resp.choices[0]
             text = choice.message.content or ""
@@ -137,7 +144,8 @@ class GroqProvider:
         st = StreamState()
         try:
             async with self.client.chat.completions.with_streaming_response.create(
-                    model=model, messages=openai_messages(request), max_tokens=request.max_tokens,
+                    model=model, messages=[], extra_body={"messages": openai_messages(request)},
+                    max_tokens=request.max_tokens,
                     reasoning_effort=self._effort(model), stream=True, timeout=timeout) as response:
                 async for data in sse_data(response.iter_lines(), response.http_response.request):
                     usage = data.get("usage") or (data.get("x_groq") or {}).get("usage")
