@@ -16,27 +16,20 @@ saving it. Two pipelines:
 Also measured: what the event loop itself pays per recorded message (building the rows
 and queueing them / sending them to the writer process).
 
-Part 2 — report over 1,000,000 messages (+ their attempts and events), generated with
-executemany into a temporary ledger: 1,000,000 messages over 20 days (~50,000 a day),
-and a worst case with the whole million on the report's day. Times ReportService.render
-for each format (cold: first read after opening; warm: again).
+The report over 1,000,000 ledger records is bench/report_bench.py.
 
-    python bench/ledger_bench.py [--quick] [--part1-only | --report-only]
+    python bench/ledger_bench.py [--quick] [--llm-only] [--rounds N] | --diagnose
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
-import json
-import random
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -45,9 +38,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from bot import Event, SupportBot  # noqa: E402
 from bot.app import build_bot  # noqa: E402
 from bot.config import Config  # noqa: E402
-from bot.ledger import Ledger, day_bounds  # noqa: E402
+from bot.ledger import Ledger  # noqa: E402
 from bot.rendering import Renderer, load_business_profile  # noqa: E402
-from bot.report import ReportService  # noqa: E402
 from bot.templates_tier import TemplateTier  # noqa: E402
 
 QUESTIONS = ["where is my order", "I want a refund", "what are your opening hours", "do you ship abroad",
@@ -265,110 +257,21 @@ async def diagnose(rounds: int, n: int) -> None:
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
-# -- part 2 -----------------------------------------------------------------------------
-PROVIDERS = [("groq", "llama-3.3-70b-versatile", 0.59, 0.79), ("gemini", "gemini-2.5-flash", 0.30, 2.50),
-             ("claude", "claude-haiku-4-5", 1.0, 5.0)]
-
-
-def generate(path: Path, n: int, days: list[dt.date], tz: ZoneInfo, seed: int = 1) -> tuple[int, int, float]:
-    """n messages spread evenly over `days` (+ attempts and events), straight into SQLite."""
-    Ledger(path).close_sync()  # create the schema
-    rng = random.Random(seed)
-    t0 = time.perf_counter()
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA synchronous=OFF")
-    conn.execute("BEGIN")
-    msgs, atts, evs = [], [], []
-    n_att = n_ev = 0
-    spans = [day_bounds(d, tz) for d in days]
-    # Written in time order, as the bot writes them.
-    times = sorted(s + (e - s) * rng.random() for s, e in (spans[i % len(spans)] for i in range(n)))
-    for i, ts in enumerate(times, 1):
-        r = rng.random()
-        conv = f"c{rng.randrange(n // 4 + 1)}"
-        q = QUESTIONS[rng.randrange(len(QUESTIONS))]
-        lat = rng.uniform(1, 3000)
-        if r < 0.3:
-            msgs.append((i, ts, "telegram", conv, "u", "cache", "cache", "faq", 0, 0, 0, 0.0, lat, q,
-                         '{"faq_entry": "e%d"}' % rng.randrange(40), 1, None, f"e{rng.randrange(40)}", 0))
-            atts.append((i, 0, "cache", "faq", "ok", None, lat, 0, 0, 0.0, ts))
-        elif r < 0.85:
-            fallback = rng.random() < 0.15
-            seq = 0
-            if fallback:
-                atts.append((i, 0, "groq", PROVIDERS[0][1], rng.choice(["rate_limited", "timeout"]), None,
-                             5.0, 0, 0, 0.0, ts))
-                seq = 1
-            p, m, pin, pout = PROVIDERS[rng.randrange(1, 3)] if fallback else PROVIDERS[0]
-            tin, tout = rng.randrange(200, 3000), rng.randrange(20, 400)
-            cost = (tin * pin + tout * pout) / 1e6
-            atts.append((i, seq, p, m, "ok", None, lat, tin, tout, cost, ts))
-            msgs.append((i, ts, "telegram", conv, "u", "llm", p, m, int(fallback), tin, tout, cost, lat, q, None,
-                         0, None, None, 0))
-        else:
-            msgs.append((i, ts, "telegram", conv, "u", "template", None, None, 0, 0, 0, 0.0, lat,
-                         f"{q} #{rng.randrange(500)}", '{"template": "generic"}', 0, "generic", None, 0))
-        if rng.random() < 0.01:
-            evs.append((ts, "handoff_opened", conv, None))
-            evs.append((ts + rng.uniform(10, 600), "staff_reply", conv, None))
-            evs.append((ts + 900, "rating", conv, json.dumps({"rating": rng.randint(1, 5)})))
-        if len(msgs) >= 50_000:
-            n_att += len(atts); n_ev += len(evs)
-            _flush(conn, msgs, atts, evs)
-    n_att += len(atts); n_ev += len(evs)
-    _flush(conn, msgs, atts, evs)
-    conn.execute("COMMIT")
-    conn.execute("ANALYZE")
-    conn.close()
-    return n_att, n_ev, time.perf_counter() - t0
-
-
-def _flush(conn, msgs, atts, evs) -> None:
-    conn.executemany("INSERT INTO messages (id, ts, platform, conversation_id, user_id, tier, provider, model, "
-                     "fallback, input_tokens, output_tokens, cost_usd, latency_ms, question, meta, cache_hit, "
-                     "template, faq_entry, handoff_requested) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", msgs)
-    conn.executemany("INSERT INTO attempts (message_id, seq, provider, model, outcome, detail, latency_ms, "
-                     "input_tokens, output_tokens, cost_usd, ts) VALUES (?,?,?,?,?,?,?,?,?,?,?)", atts)
-    conn.executemany("INSERT INTO events (ts, kind, conversation_id, data) VALUES (?,?,?,?)", evs)
-    msgs.clear(); atts.clear(); evs.clear()
-
-
-async def report_times(path: Path, day: dt.date, tz: ZoneInfo, repeats: int) -> dict[str, list[float]]:
-    config = Config({"TIERBOT_TZ": str(tz), "TIERBOT_DATA_DIR": str(path.parent)})
-    times: dict[str, list[float]] = {}
-    for fmt in ("html", "text", "markdown", "json", "slack"):
-        for _ in range(repeats):
-            ledger = Ledger(path, tz=tz)  # a fresh reader connection each time: "cold" page cache aside
-            service = ReportService(ledger, config)
-            t0 = time.perf_counter()
-            if fmt == "slack":
-                await service.slack(day)
-            else:
-                await service.render(day, fmt)
-            times.setdefault(fmt, []).append(time.perf_counter() - t0)
-            await ledger.aclose()
-    return times
-
-
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller runs (a smoke test of the script)")
-    ap.add_argument("--report-only", action="store_true", help="part 2 only")
-    ap.add_argument("--part1-only", action="store_true", help="part 1 only")
+    ap.add_argument("--part1-only", action="store_true", help="(kept for old command lines: part 1 is all there is)")
     ap.add_argument("--llm-only", action="store_true", help="part 1: the LLM pipeline only")
     ap.add_argument("--rounds", type=int, help="part 1 / diagnosis: rounds per variant")
     ap.add_argument("--diagnose", action="store_true",
                     help="only: where the thread writer's extra CPU on the LLM path came from")
     args = ap.parse_args()
-    n, rounds, records = (600, 2, 100_000) if args.quick else (3000, 6, 1_000_000)
+    n, rounds = (600, 2) if args.quick else (3000, 6)
     print(f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}")
     if args.diagnose:
         return await diagnose(args.rounds or (2 if args.quick else 5), 300 if args.quick else 1000)
 
-    if not args.report_only:
-        await part1(n, args.rounds or rounds, PIPELINES[1:] if args.llm_only else PIPELINES)
-    if not args.part1_only:
-        await part2(records)
+    await part1(n, args.rounds or rounds, PIPELINES[1:] if args.llm_only else PIPELINES)
 
 
 async def part1(n: int, rounds: int, pipelines: tuple[str, ...] = PIPELINES) -> None:
@@ -395,22 +298,6 @@ async def part1(n: int, rounds: int, pipelines: tuple[str, ...] = PIPELINES) -> 
     print("loop-thread cost of recording one message (record_reply + 2 turns, no commit wait): "
           f"thread writer {await loop_cost(load_thread_ledger()):.1f} us, "
           f"process writer {await loop_cost(Ledger):.1f} us")
-
-
-async def part2(records: int) -> None:
-    tz = ZoneInfo("Europe/Berlin")
-    day = dt.date(2026, 11, 20)
-    print(f"\n## Part 2: report over {records:,} messages (time to compute + render, seconds)")
-    for label, days in ((f"{records:,} over 20 days", [day - dt.timedelta(days=i) for i in range(20)]),
-                        (f"all {records:,} on the report's day", [day])):
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "ledger.sqlite3"
-            n_att, n_ev, gen_s = generate(path, records, days, tz)
-            size = path.stat().st_size / 1e6
-            times = await report_times(path, day, tz, repeats=3)
-            print(f"{label}: {n_att:,} attempts, {n_ev:,} events, {size:.0f} MB, generated in {gen_s:.1f} s")
-            for fmt, ts in times.items():
-                print(f"   {fmt:9s} first {ts[0]:.3f}  median {statistics.median(ts):.3f}  max {max(ts):.3f}")
 
 
 if __name__ == "__main__":

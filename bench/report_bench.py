@@ -17,9 +17,9 @@ process, bot/sqlite_writer.py)
 
     python bench/report_bench.py [--quick] [--records N] [--repeats R] [--before REV]
 
-The row generator is a copy of bench/ledger_bench.py's `generate` (same distribution,
-same seed), split into building the rows and inserting them so the insert is timed on
-its own and the schema version can be chosen.
+The row generator (the one bench/ledger_bench.py used to have: same distribution, same
+seed) is split into building the rows and inserting them, so the insert is timed on its
+own and the schema version can be chosen.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ V3_INDEXES = ("CREATE INDEX messages_ts ON messages(ts)", "CREATE INDEX messages
 
 # -- rows ---------------------------------------------------------------------------------
 def build_rows(n: int, days: list[dt.date], tz: ZoneInfo, seed: int = 1) -> tuple[list, list, list]:
-    """bench/ledger_bench.py's distribution: 30 % cache, 55 % LLM (15 % of them after a
+    """The distribution: 30 % cache, 55 % LLM (15 % of them after a
     failover), 15 % templates; a handoff, staff reply and rating on 1 % of messages."""
     rng = random.Random(seed)
     msgs, atts, evs = [], [], []
