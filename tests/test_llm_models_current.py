@@ -31,6 +31,15 @@ def ev(text: str = "Where is my order?", conv: str = "c1") -> Event:
     return Event(platform="test", conversation_id=conv, user_id="u1", text=text)
 
 
+async def answer(bot, event: Event, stream: bool):
+    """The reply, streamed or not; a streamed one's chunks must add up to its final text."""
+    if not stream:
+        return await bot.handle(event)
+    items = [x async for x in bot.stream(event)]
+    assert "".join(items[:-1]) == items[-1].text
+    return items[-1]
+
+
 @pytest.fixture
 async def fp():
     async with F.FakeProviders() as f:
@@ -92,12 +101,7 @@ async def test_current_claude_models_answer_and_thinking_is_never_shown(fp, tmp_
     fp.claude.current_rules.update(CURRENT_CLAUDE)
     fp.claude.default = F.ok("Your order ships tomorrow.", thinking="The customer asks about an order.")
     async with make_bot(llm_env(fp, tmp_path, chain="claude", TIERBOT_CLAUDE_MODELS=model)) as bot:
-        if stream:
-            items = [x async for x in bot.stream(ev())]
-            reply = items[-1]
-            assert "".join(items[:-1]) == reply.text
-        else:
-            reply = await bot.handle(ev())
+        reply = await answer(bot, ev(), stream)
     assert (reply.provider, reply.model, reply.text) == ("claude", model, "Your order ships tomorrow.")
     body = fp.claude.requests[0].body
     assert not {"temperature", "top_p", "top_k"} & body.keys()
@@ -204,12 +208,7 @@ async def test_gpt_oss_reasoning_never_reaches_the_customer(fp, tmp_path, stream
     """gpt-oss on Groq returns its reasoning in a field of its own; only `content` is the answer."""
     fp.groq.default = F.ok("It ships tomorrow.", thinking="User wants shipping info; answer briefly.")
     async with make_bot(llm_env(fp, tmp_path, chain="groq", one_model=False)) as bot:
-        if stream:
-            items = [x async for x in bot.stream(ev())]
-            reply = items[-1]
-            assert "".join(items[:-1]) == reply.text
-        else:
-            reply = await bot.handle(ev())
+        reply = await answer(bot, ev(), stream)
     assert (reply.model, reply.text) == ("openai/gpt-oss-20b", "It ships tomorrow.")
     body = fp.groq.requests[0].body
     assert not {"temperature", "top_p", "reasoning_format"} & body.keys()
@@ -253,8 +252,7 @@ async def test_gpt_oss_is_asked_to_think_briefly_and_other_groq_models_are_not(f
         for conv, model in (("c1", "openai/gpt-oss-20b"), ("c2", "llama-3.1-8b-instant")):
             if model.startswith("llama"):  # gpt-oss fails once, so the next model answers
                 fp.groq.per_model["openai/gpt-oss-20b"] = F.server_error()
-            reply = ([x async for x in bot.stream(ev(conv=conv))][-1] if stream
-                     else await bot.handle(ev(conv=conv)))
+            reply = await answer(bot, ev(conv=conv), stream)
             assert reply.model == model
     bodies = {r.model: r.body for r in fp.groq.requests}
     assert bodies["openai/gpt-oss-20b"]["reasoning_effort"] == "low"
