@@ -3,8 +3,9 @@
 Failover is free until the first chunk reaches the customer. After that, chunks are
 append-only: a stream cut mid-way is never restarted from scratch (the customer
 would see the same words twice, FIELD_NOTES) and never left truncated. The next
-step is asked to *continue* the partial text (Claude by assistant prefill, the others
-by an explicit instruction), and only its continuation is appended. If no provider
+step is asked to *continue* the partial text (Claude 4.5 and older by assistant prefill,
+which newer Claude models refuse; every other model by an explicit instruction), and only
+its continuation is appended. If no provider
 can continue in time, the answer is *replaced* by the templates' reply — the final
 `Reply.text` is authoritative — and `Reply.meta["stream"]` says which happened.
 
