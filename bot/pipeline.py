@@ -183,6 +183,9 @@ class SupportBot:
                 await amender.amend(event, reply, turn)
             except Exception:
                 log.exception("reply amender %s failed", type(amender).__name__)
+        if turn.route != "customer":
+            # Whichever tier answered: the ledger and the report tell staff questions apart by it.
+            reply.meta.setdefault("route", turn.route)
         # A provider (or a proxy in front of it) that echoes our request headers must not
         # hand the customer, the ledger or Slack an API key.
         reply.text = redact(reply.text)

@@ -56,7 +56,7 @@ async def report(tmp_path):
         q = "can I pay in gold" if reply.tier == "template" else "where is my order"
         await record(ledger, now, t + i, Event("telegram", conv, "u-" + conv, q), reply)
     # Staff: an LLM answer (as the chain records it), a template answer marked by
-    # RouteMark, a cache answer, and one recorded before routes were stamped (a Slack
+    # the pipeline, a cache answer, and one recorded before routes were stamped (a Slack
     # message with no route in its meta). Latencies far above the customers' and equal
     # to one of them, so the percentiles show whether staff were left out.
     staff = [

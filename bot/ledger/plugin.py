@@ -30,6 +30,3 @@ def install(parts: "BotParts", ledger_cls: type[Ledger] = Ledger) -> None:
     from ..report.service import ReportService
 
     parts.services["reports"] = ReportService(ledger, parts.config, parts.services, budget=budget)
-    from ..report.route import RouteMark
-
-    parts.amenders.append(RouteMark())  # the route in every reply's meta: staff questions apart
