@@ -227,7 +227,13 @@ class Server:
         if problem:
             return _error(400, problem)
         event = Event(platform="api", conversation_id=data["conversation_id"], user_id=data["user_id"],
-                      text=data["text"], user_name=data.get("user_name"))
+                      text=data.get("text", ""), user_name=data.get("user_name"))
+        if "pick" in data:  # an entry from an earlier reply's "suggestions"
+            suggestions = self.bot.services.get("faq_suggestions")
+            picked = suggestions.lookup(data["pick"]) if suggestions is not None else None  # type: ignore[attr-defined]
+            if picked is None:
+                return _error(400, "pick is not an entry of the FAQ (removed since it was suggested?)")
+            event.text, event.pick = picked.question, picked.entry_id
         self._api_inflight += 1
         try:
             reply = await self.bot.handle(event)
@@ -275,13 +281,19 @@ class _BacklogCollector(Collector):
 
 
 def _check_api_message(data: Any) -> str | None:
+    """`text`, or `pick`: the `entry_id` of one of the `suggestions` an earlier reply offered."""
     if not isinstance(data, dict):
         return "body must be a JSON object"
-    for name in ("conversation_id", "user_id", "text"):
+    if "pick" in data:
+        if "text" in data:
+            return "give either text or pick, not both"
+        if not isinstance(data["pick"], str) or not data["pick"].strip():
+            return "pick must be a non-empty string (an entry_id from the reply's suggestions)"
+    for name in ("conversation_id", "user_id") if "pick" in data else ("conversation_id", "user_id", "text"):
         value = data.get(name)
         if not isinstance(value, str) or not value.strip():
             return f"{name} must be a non-empty string"
-    if len(data["text"]) > MAX_API_TEXT:
+    if len(data.get("text", "")) > MAX_API_TEXT:
         return f"text longer than {MAX_API_TEXT} characters"
     if "user_name" in data and not isinstance(data["user_name"], str):
         return "user_name must be a string"

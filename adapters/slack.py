@@ -74,6 +74,7 @@ from .slack_blocks import (
     answer_message,
     customer_line,
     handoff_card,
+    picked_line,
     thread_note,
     to_plain,
 )
@@ -305,6 +306,10 @@ class SlackAdapter:
     async def customer_wrote(self, handoff: Handoff, event: Event) -> None:
         line = customer_line(event.user_name or handoff.customer, event.text or "",
                              [a.kind for a in event.attachments])
+        await self._enqueue(handoff.id, "forward", {"text": line})
+
+    async def customer_picked(self, handoff: Handoff, event: Event) -> None:
+        line = picked_line(event.user_name or handoff.customer, event.text or "", event.pick or "")
         await self._enqueue(handoff.id, "forward", {"text": line})
 
     async def handoff_changed(self, handoff: Handoff) -> None:

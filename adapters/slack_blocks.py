@@ -14,7 +14,8 @@ from bot.handoff.store import Handoff
 from bot.models import Reply
 from bot.turn import Turn
 
-__all__ = ["escape", "unescape", "to_plain", "handoff_card", "thread_note", "customer_line", "answer_message",
+__all__ = ["escape", "unescape", "to_plain", "handoff_card", "thread_note", "customer_line", "picked_line",
+           "answer_message",
            "TAKE_ACTION", "RESOLVE_ACTION", "REASONS"]
 
 TAKE_ACTION = "handoff_take"
@@ -115,6 +116,12 @@ def thread_note(h: Handoff) -> str:
 def customer_line(name: str, text: str, attachments: Sequence[str] = ()) -> str:
     extra = "".join(f" _[{escape(kind)}]_" for kind in attachments)
     return f"*{escape(name)}:* {escape(text)}{extra}"
+
+
+def picked_line(name: str, question: str, entry_id: str) -> str:
+    """A customer's pick from "Did you mean…?", which the bot answered from the FAQ."""
+    return (f"*{escape(name)}* picked the suggestion _{escape(question)}_ — the bot answered it "
+            f"with FAQ entry `{escape(entry_id)}`.")
 
 
 def answer_message(reply: Reply, description: str) -> tuple[str, list[dict[str, Any]]]:

@@ -40,11 +40,12 @@ from telegram.ext import Application
 from bot.channels import Button, Channels
 from bot.config import Config, ConfigError
 from bot.logs import kv
-from bot.models import Attachment, Event, Reply
+from bot.models import Attachment, Event, Reply, Suggestion
 from bot.pipeline import SupportBot
 from bot.rendering import Renderer
 
 from .admission import AdaptiveSlots
+from .claims import Claims
 from .durable import DurableStore
 from .inbox import Inbox
 from .outbox import Call, Outbox, Permanent, RetryLater, Transient
@@ -59,6 +60,8 @@ PLATFORM = "telegram"
 DEFAULT_API = "https://api.telegram.org"
 MAX_TEXT = 4096
 MAX_CALLBACK_DATA = 64  # bytes, Telegram's limit for inline button data
+PICK_PREFIX = "faq"  # callback data "faq:<entry id>": a "Did you mean…?" button
+MAX_BUTTON_TEXT = 60  # longer questions are clipped on the button (the answer names no question)
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 RECOVER_BATCH = 500
 # Update kinds worth recording; anything else is valid Telegram but not ours to answer.
@@ -179,6 +182,7 @@ class TelegramAdapter:
                             .get_updates_request(AiohttpRequest(connection_pool_size=1))
                             .build())
         self.inbox = Inbox(store, lease_s=settings.lease_s)
+        self.claims = Claims(store)
         self.outbox = Outbox(store, lease_s=settings.lease_s, concurrency=settings.send_concurrency)
         self.outbox.register(PLATFORM, self._deliver)
         self.accepting = False
@@ -444,7 +448,7 @@ class TelegramAdapter:
                       text=text, message_id=str(msg.message_id),
                       attachments=(image,) if image else (), timestamp=msg.date.timestamp(), raw=msg)
         reply = await self._answer(event, chat_id, private=msg.chat.type == "private")
-        await self._enqueue_reply(chat_id, reply.text, key, msg)
+        await self._enqueue_reply(chat_id, reply.text, key, msg, markup=_suggestion_markup(reply.suggestions))
 
     async def _image(self, msg: Message) -> Attachment | None:
         """The photo (largest size) or image document, downloaded so vision routes can see it."""
@@ -539,9 +543,10 @@ class TelegramAdapter:
             reply = Reply(text="".join(pieces), tier="template")
         return reply
 
-    async def _enqueue_reply(self, chat_id: int, text: str, key: str, msg: Message | None = None) -> None:
+    async def _enqueue_reply(self, chat_id: int, text: str, key: str, msg: Message | None = None, *,
+                             markup: dict[str, Any] | None = None) -> None:
         """Queue the reply (nothing for an empty one) and mark the update answered, atomically."""
-        calls = self._message_calls(chat_id, text)
+        calls = self._message_calls(chat_id, text, markup)
         if calls and msg is not None and msg.chat.type != "private":
             calls[0][1]["reply_parameters"] = {"message_id": msg.message_id, "allow_sending_without_reply": True}
         await self._records_committed()
@@ -566,6 +571,9 @@ class TelegramAdapter:
     # -- inline buttons ---------------------------------------------------------------
     async def _on_callback(self, query: CallbackQuery, key: str) -> None:
         prefix, _, rest = (query.data or "").partition(":")
+        if prefix == PICK_PREFIX:
+            await self._on_pick(query, key, rest)
+            return
         handlers = self.bot.services.get("callback_handlers") or {}
         handler = handlers.get(prefix) if isinstance(handlers, dict) else None
         chat = query.message.chat if query.message is not None else None
@@ -582,6 +590,36 @@ class TelegramAdapter:
         await self._best_effort(self.tg.answer_callback_query(query.id, text=notice))
         await self._records_committed()  # e.g. the rating the handler recorded
         await self.inbox.done(key)
+
+    async def _on_pick(self, query: CallbackQuery, key: str, entry_id: str) -> None:
+        """A "Did you mean…?" button: answer that FAQ entry through the pipeline (so it is
+        recorded as a cache answer, with its question), once per message and entry even
+        when pressed twice. Callback data comes from the client: an id that is not a
+        current entry gets a polite notice and changes nothing."""
+        message = query.message
+        chat = message.chat if message is not None else None
+        suggestions = self.bot.services.get("faq_suggestions")
+        picked: Suggestion | None = suggestions.lookup(entry_id) if suggestions is not None else None  # type: ignore[attr-defined]
+        if chat is None or picked is None:
+            log.info(kv(telegram="pick_rejected", known=picked is not None))
+            await self._best_effort(self.tg.answer_callback_query(query.id, text=self._render(
+                "replies/pick_expired.j2")))
+            await self.inbox.done(key)
+            return
+        once = f"{PLATFORM}:pick:{chat.id}:{message.message_id}:{picked.entry_id}"  # type: ignore[union-attr]
+        if not await self.claims.claim(once, key):  # pressed again: it was answered already
+            log.info(kv(telegram="pick_repeated", key=key))
+            await self._best_effort(self.tg.answer_callback_query(query.id))
+            await self.inbox.done(key)
+            return
+        # Answered at once, so the button stops spinning while the pipeline runs.
+        await self._best_effort(self.tg.answer_callback_query(query.id))
+        user = query.from_user
+        event = Event(platform=PLATFORM, conversation_id=str(chat.id), user_id=str(user.id),
+                      user_name=user.full_name or None, text=picked.question, pick=picked.entry_id,
+                      raw=query)
+        reply = await self._answer(event, chat.id, private=chat.type == "private")
+        await self._enqueue_reply(chat.id, reply.text, key, markup=_suggestion_markup(reply.suggestions))
 
     @staticmethod
     async def _best_effort(call: Awaitable[Any]) -> None:
@@ -663,3 +701,18 @@ class TelegramAdapter:
                 else:
                     await self.accept(key, body, parsed)
                 offset = update.update_id + 1
+
+
+def _suggestion_markup(suggestions: tuple[Suggestion, ...]) -> dict[str, Any] | None:
+    """"Did you mean…?" as inline buttons, one a row; an entry whose id does not fit
+    Telegram's 64 bytes of callback data is left out rather than cut (a cut id would
+    name another entry, or none)."""
+    rows = []
+    for s in suggestions:
+        data = f"{PICK_PREFIX}:{s.entry_id}"
+        if len(data.encode()) > MAX_CALLBACK_DATA:
+            log.warning(kv(telegram="suggestion_skipped", reason="entry id too long for callback data"))
+            continue
+        text = s.question if len(s.question) <= MAX_BUTTON_TEXT else s.question[:MAX_BUTTON_TEXT - 1] + "…"
+        rows.append([{"text": text, "callback_data": data}])
+    return {"inline_keyboard": rows} if rows else None

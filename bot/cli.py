@@ -12,9 +12,9 @@ from typing import Callable
 
 from .config import ConfigError
 from .logs import setup_logging
-from .models import Event, Reply
+from .models import Event, Reply, Suggestion
 
-__all__ = ["main", "describe", "COMMANDS"]
+__all__ = ["main", "describe", "numbered", "COMMANDS"]
 
 # "module:function" registering extra subcommands.
 COMMANDS: tuple[str, ...] = (
@@ -40,6 +40,19 @@ def describe(reply: Reply) -> str:
     return "[" + " ".join(parts) + "]"
 
 
+def numbered(suggestions: tuple[Suggestion, ...], indent: str = "     ") -> str:
+    """"Did you mean…?" suggestions as a numbered list (console front ends)."""
+    return "\n".join(f"{indent}{i}. {s.question}" for i, s in enumerate(suggestions, 1))
+
+
+def _number_picked(offered: tuple[Suggestion, ...], text: str) -> Suggestion | None:
+    """The suggestion a number typed after a "Did you mean…?" list picks; None when `text`
+    is not one of the list's numbers (then it is an ordinary message, e.g. an order number)."""
+    if text.isdigit() and 1 <= int(text) <= len(offered):
+        return offered[int(text) - 1]
+    return None
+
+
 async def _chat(args: argparse.Namespace) -> int:
     from .pipeline import SupportBot
 
@@ -47,6 +60,7 @@ async def _chat(args: argparse.Namespace) -> int:
     async with SupportBot.from_env() as bot:
         print("tierbot chat — type a message, Ctrl-D or /quit to leave.", flush=True)
         loop = asyncio.get_running_loop()
+        offered: tuple[Suggestion, ...] = ()
         while True:
             print("you> ", end="", flush=True)
             line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -58,8 +72,19 @@ async def _chat(args: argparse.Namespace) -> int:
                 continue
             event = Event(platform="console", conversation_id=conversation, user_id="console",
                           user_name="you", text=text)
+            chosen = _number_picked(offered, text)
+            if chosen is not None:
+                suggestions = bot.services.get("faq_suggestions")
+                current = suggestions.lookup(chosen.entry_id) if suggestions is not None else None  # type: ignore[attr-defined]
+                if current is None:  # removed from the FAQ since it was offered
+                    print("bot> That suggestion is no longer in our FAQ; please ask in your own words.", flush=True)
+                    offered = ()
+                    continue
+                event.text, event.pick = current.question, current.entry_id
             reply = await bot.handle(event)
-            print(f"bot> {reply.text}\n     {describe(reply)}", flush=True)
+            offered = reply.suggestions
+            listed = f"\n{numbered(offered)}\n     (type a number to pick one)" if offered else ""
+            print(f"bot> {reply.text}{listed}\n     {describe(reply)}", flush=True)
 
 
 async def _ask(args: argparse.Namespace) -> int:
@@ -73,6 +98,8 @@ async def _ask(args: argparse.Namespace) -> int:
         print(json.dumps(reply.to_dict(), ensure_ascii=False, indent=2))
     else:
         print(reply.text)
+        if reply.suggestions:
+            print(numbered(reply.suggestions, indent="  "))
         print(describe(reply), file=sys.stderr)
     return 0
 

@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Attachment", "Event", "Attempt", "Reply", "Tier"]
+__all__ = ["Attachment", "Event", "Attempt", "Reply", "Suggestion", "Tier"]
 
 Tier = Literal["cache", "llm", "template", "staff"]
 
@@ -43,10 +43,23 @@ class Event:
     timestamp: float = field(default_factory=time.time)
     raw: Any = None
     route: str | None = None
+    # The FAQ entry the customer picked from a "Did you mean…?" list (a button press, a
+    # number typed in the console): the cache answers that entry. Adapters set it only
+    # after checking the entry exists; `text` is then the entry's question.
+    pick: str | None = None
 
     @property
     def images(self) -> tuple[Attachment, ...]:
         return tuple(a for a in self.attachments if a.kind == "image")
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestion:
+    """A FAQ entry offered as "Did you mean…?": its id (to answer it when picked) and the
+    question shown to the customer."""
+
+    entry_id: str
+    question: str
 
 
 @dataclass(slots=True)
@@ -86,6 +99,9 @@ class Reply:
     latency_ms: float = 0.0
     # Which template / FAQ entry answered, handoff requests, ...: for the ledger and report.
     meta: dict[str, Any] = field(default_factory=dict)
+    # FAQ entries the customer may have meant, offered with a templates answer; each
+    # front end shows them its own way (Telegram buttons, a numbered list).
+    suggestions: tuple[Suggestion, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

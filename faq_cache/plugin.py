@@ -1,4 +1,5 @@
-"""Installs the FAQ/greeting cache: its tier, the learned-cache listener and services["faq"]."""
+"""Installs the FAQ/greeting cache: its tier, the learned-cache listener, the "Did you mean…?"
+amender and services["faq"] / ["faq_suggestions"]."""
 from __future__ import annotations
 
 from bot.app import BotParts
@@ -6,6 +7,7 @@ from bot.app import BotParts
 from .learned import LearnedCache, LearnedCacheListener
 from .settings import FaqSettings
 from .store import FaqStore
+from .suggestions import Suggestions
 from .tier import FaqTier
 
 __all__ = ["install", "open_store"]
@@ -25,6 +27,9 @@ def install(parts: BotParts) -> None:
     parts.cache.append(tier)
     if settings.learned:
         parts.listeners.append(LearnedCacheListener(learned))
+    suggestions = Suggestions(store, parts.renderer, settings.suggestions)
+    parts.amenders.append(suggestions)
     parts.resources.extend([store, learned])
     parts.services["faq"] = store
     parts.services["faq_learned"] = learned
+    parts.services["faq_suggestions"] = suggestions

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from bot.config import Config, ConfigError
 
+from .suggestions import SUGGEST_FLOOR, SUGGEST_MAX, SuggestionSettings
+
 
 __all__ = ["FaqSettings"]
 
@@ -18,17 +20,20 @@ class FaqSettings:
     learned: bool = True
     learned_ttl_s: float = 3600.0
     learned_max_entries: int = 1000
+    suggestions: SuggestionSettings = SuggestionSettings()
 
     @classmethod
     def from_config(cls, config: Config) -> "FaqSettings":
         """TIERBOT_FAQ_THRESHOLD, TIERBOT_GREETINGS, TIERBOT_LEARNED_CACHE (on/off),
-        TIERBOT_LEARNED_CACHE_TTL_S, TIERBOT_LEARNED_CACHE_MAX; same keys in [faq] without prefix."""
+        TIERBOT_LEARNED_CACHE_TTL_S, TIERBOT_LEARNED_CACHE_MAX, TIERBOT_SUGGESTIONS (how many "Did you
+        mean…?" entries to offer, 0 = off), TIERBOT_SUGGEST_FLOOR; same keys in [faq] without prefix."""
         section = config.section("faq")
         # The config file's [faq] values act as defaults for the environment variables.
         env = dict(config.env)
         for key, name in (("threshold", "TIERBOT_FAQ_THRESHOLD"), ("greetings", "TIERBOT_GREETINGS"),
                           ("learned_cache", "TIERBOT_LEARNED_CACHE"), ("learned_ttl_s", "TIERBOT_LEARNED_CACHE_TTL_S"),
-                          ("learned_max", "TIERBOT_LEARNED_CACHE_MAX")):
+                          ("learned_max", "TIERBOT_LEARNED_CACHE_MAX"), ("suggestions", "TIERBOT_SUGGESTIONS"),
+                          ("suggest_floor", "TIERBOT_SUGGEST_FLOOR")):
             if key in section and not config.get(name):
                 value = section[key]
                 env[name] = ("on" if value else "off") if isinstance(value, bool) else str(value)
@@ -43,4 +48,13 @@ class FaqSettings:
             learned=cfg.get_bool("TIERBOT_LEARNED_CACHE", True),
             learned_ttl_s=cfg.get_float("TIERBOT_LEARNED_CACHE_TTL_S", 3600.0, minimum=1.0),
             learned_max_entries=cfg.get_int("TIERBOT_LEARNED_CACHE_MAX", 1000, minimum=1),
+            suggestions=_suggestion_settings(cfg),
         )
+
+
+def _suggestion_settings(cfg: Config) -> SuggestionSettings:
+    count = cfg.get_int("TIERBOT_SUGGESTIONS", SUGGEST_MAX, minimum=0)
+    if count > 10:  # a list longer than that is no help (and Telegram shows one button a row)
+        raise ConfigError(f"TIERBOT_SUGGESTIONS must be between 0 and 10, got {count}")
+    floor = cfg.get_float("TIERBOT_SUGGEST_FLOOR", SUGGEST_FLOOR)
+    return SuggestionSettings(enabled=count > 0, max_suggestions=count, floor=floor)

@@ -25,8 +25,8 @@ __all__ = ["FaqStore"]
 log = logging.getLogger("tierbot.faq")
 
 _ENTRIES, _VERSION, _MODEL = "faq:entries", "faq:version", "faq:model"
-_COUNTERS = ("hits", "misses", "evictions", "hits_faq", "hits_greeting", "hits_learned", "learned_stored",
-             "learned_refused")
+_COUNTERS = ("hits", "misses", "evictions", "hits_faq", "hits_greeting", "hits_learned", "hits_suggestion",
+             "learned_stored", "learned_refused")
 
 
 class FaqStore:

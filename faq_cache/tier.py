@@ -56,6 +56,10 @@ class FaqTier:
     async def answer(self, event: Event, turn: TurnContext) -> Reply | None:
         start = time.perf_counter()
         text = event.text or ""
+        if event.pick:
+            picked = self._picked(event, turn, start)
+            if picked is not None:
+                return picked
         if not normalize(text):
             return None
         if self.greetings:
@@ -83,6 +87,16 @@ class FaqTier:
                                  {"age_s": round(time.time() - learned.stored_at, 1)})
         self.store.count("misses")
         return None
+
+    def _picked(self, event: Event, turn: TurnContext, start: float) -> Reply | None:
+        """The entry the customer picked from "Did you mean…?"; None if it was removed since
+        (the question then goes through the tiers like any other)."""
+        entry = self.store.get(event.pick or "")
+        if entry is None:
+            turn.notes["faq"] = {"entry": event.pick, "score": 0.0, "reason": "picked_entry_gone"}
+            return None
+        turn.notes["faq"] = {"entry": entry.id, "score": 1.0, "reason": "picked"}
+        return self._hit(turn, start, entry.answer, entry.id, 1.0, "suggestion", {"question": event.text})
 
     def _hit(self, turn: TurnContext, start: float, text: str, entry: str, score: float, kind: str,
              extra: dict) -> Reply:

@@ -23,5 +23,9 @@ class StaffDesk(Protocol):
     async def customer_wrote(self, handoff: "Handoff", event: "Event") -> None:
         """Show staff a message the customer sent while the conversation is handed off."""
 
+    async def customer_picked(self, handoff: "Handoff", event: "Event") -> None:
+        """Show staff which "Did you mean…?" suggestion the customer picked (the FAQ entry
+        `event.pick`, its question in `event.text`); the bot answered it from the FAQ."""
+
     async def handoff_changed(self, handoff: "Handoff") -> None:
         """The handoff was taken or resolved: refresh what staff see."""

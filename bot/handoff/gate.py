@@ -2,7 +2,9 @@
 
 A handed-off conversation's new messages go to staff (through the desk) and the
 customer gets no bot answer — except, outside staff hours, once a day, a note
-saying when a person will answer.
+saying when a person will answer. A "Did you mean…?" pick is the exception: the
+customer chose one of the operator's own FAQ answers (offered, e.g., with the reply that
+opened the handoff), so the cache answers it and staff are told which one was picked.
 """
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ class HandoffGate:
             return None
         handoff = await self.service.active(event.platform, event.conversation_id)
         if handoff is None:
+            return None
+        if event.pick:
+            await self.service.customer_picked(handoff, event)
             return None
         await self.service.customer_wrote(handoff, event)
         notice = await self.service.hours_notice(event.platform, event.conversation_id)

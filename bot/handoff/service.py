@@ -93,6 +93,12 @@ class HandoffService:
     async def customer_wrote(self, handoff: Handoff, event: Event) -> None:
         await self._tell_desk("customer_wrote", handoff, event)
 
+    async def customer_picked(self, handoff: Handoff, event: Event) -> None:
+        """The customer picked a "Did you mean…?" suggestion (`event.pick`, its question in
+        `event.text`); the bot answers it with that FAQ entry."""
+        await self._record("suggestion_picked", handoff, {"entry": event.pick})
+        await self._tell_desk("customer_picked", handoff, event)
+
     # -- staff side -------------------------------------------------------------------------
     async def take(self, handoff_id: int, staff: str) -> tuple[Handoff | None, bool]:
         handoff, changed = await self.store.take(handoff_id, staff, now=self.clock())

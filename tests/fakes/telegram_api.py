@@ -6,7 +6,12 @@
   `{"ok": false, "error_code": 429, "description": "Too Many Requests: retry after 3",
   "parameters": {"retry_after": 3}}`;
 - records every call (`calls`), can be scripted to fail (`fail_next`) or be slow
-  (`latency`), and serves `getUpdates` long polling with real offset semantics.
+  (`latency`), and serves `getUpdates` long polling with real offset semantics;
+- inline keyboards as Telegram checks them (callback data 1-64 bytes, else
+  `BUTTON_DATA_INVALID`), the messages it sent (`messages`, with their `reply_markup`,
+  changed by `editMessageReplyMarkup`), and callback queries: `press()` builds the
+  `callback_query` update a tap on a sent button produces, and `answerCallbackQuery`
+  refuses a query id answered before, as Telegram does.
 
 Helpers at the bottom build real-format `Update` JSON for tests and benchmarks.
 """
@@ -61,6 +66,9 @@ class FakeTelegram:
         self._runner: web.AppRunner | None = None
         self._changed = asyncio.Condition()
         self.base_url = ""
+        self.messages: dict[tuple[int, int], dict[str, Any]] = {}  # (chat id, message id) -> sent message
+        self._answered_queries: set[str] = set()
+        self._query_ids = itertools.count(1)
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> str:
@@ -100,6 +108,26 @@ class FakeTelegram:
 
     def add_file(self, file_id: str, content: bytes) -> None:
         self.files[file_id] = content
+
+    def press(self, update_id: int, chat_id: int, button: int | str = 0, *, message_id: int | None = None,
+              user_id: int | None = None, first_name: str = "Ann") -> dict[str, Any]:
+        """The `callback_query` update Telegram sends when the customer taps an inline button
+        of a message this fake sent (the last one with buttons in `chat_id`, or `message_id`).
+        `button`: its index (rows read in order) or its text. Every tap has a new query id."""
+        if message_id is None:
+            keyed = [m for (c, _), m in self.messages.items() if c == chat_id and m.get("reply_markup")]
+            if not keyed:
+                raise LookupError(f"no message with buttons was sent to chat {chat_id}")
+            msg = keyed[-1]
+        else:
+            msg = self.messages[(chat_id, message_id)]
+        buttons = [b for row in msg.get("reply_markup", {}).get("inline_keyboard", []) for b in row]
+        chosen = buttons[button] if isinstance(button, int) else next(b for b in buttons if b["text"] == button)
+        query_id = f"{next(self._query_ids)}{update_id:06d}"  # Telegram's ids are long digit strings
+        return {"update_id": update_id, "callback_query": {
+            "id": query_id, "from": _user(user_id or abs(chat_id), first_name),
+            "chat_instance": f"-{abs(chat_id)}7", "data": chosen["callback_data"],
+            "message": {**msg, "from": self._bot_user()}}}
 
     def push_update(self, update: dict[str, Any]) -> None:
         """Queue an update for getUpdates (polling mode)."""
@@ -232,6 +260,22 @@ class FakeTelegram:
             msg["reply_markup"] = params["reply_markup"]
         return msg
 
+    @staticmethod
+    def _markup_problem(markup: Any) -> str | None:
+        """What Telegram says about a bad inline keyboard (None: it is fine)."""
+        if not isinstance(markup, dict) or "inline_keyboard" not in markup:
+            return None  # other keyboard kinds are not checked here
+        rows = markup["inline_keyboard"]
+        if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+            return "Bad Request: can't parse inline keyboard button: InlineKeyboardButton must be an Object"
+        for button in (b for row in rows for b in row):
+            if not isinstance(button, dict) or not button.get("text"):
+                return "Bad Request: can't parse inline keyboard button: Text buttons are unallowed in the inline keyboard"
+            data = button.get("callback_data")
+            if data is not None and not 1 <= len(str(data).encode()) <= 64:
+                return "Bad Request: BUTTON_DATA_INVALID"
+        return None
+
     async def _m_sendMessage(self, params: dict[str, Any]) -> Any:
         if "chat_id" not in params:
             return self._error(400, "Bad Request: chat_id is empty")
@@ -240,7 +284,12 @@ class FakeTelegram:
             return self._error(400, "Bad Request: message text is empty")
         if len(text.encode("utf-16-le")) // 2 > 4096:
             return self._error(400, "Bad Request: message is too long")
-        return self._message(params)
+        problem = self._markup_problem(params.get("reply_markup"))
+        if problem:
+            return self._error(400, problem)
+        msg = self._message(params)
+        self.messages[(msg["chat"]["id"], msg["message_id"])] = msg
+        return msg
 
     async def _m_sendMessageDraft(self, params: dict[str, Any]) -> Any:
         if int(params.get("draft_id") or 0) == 0:
@@ -253,9 +302,29 @@ class FakeTelegram:
         return True
 
     async def _m_answerCallbackQuery(self, params: dict[str, Any]) -> Any:
+        query_id = str(params.get("callback_query_id") or "")
+        if not query_id:
+            return self._error(400, "Bad Request: QUERY_ID_INVALID")
+        if query_id in self._answered_queries:
+            return self._error(400, "Bad Request: query is too old and response timeout expired "
+                                    "or query ID is invalid")
+        if len(str(params.get("text") or "")) > 200:
+            return self._error(400, "Bad Request: MESSAGE_TOO_LONG")
+        self._answered_queries.add(query_id)
         return True
 
     async def _m_editMessageReplyMarkup(self, params: dict[str, Any]) -> Any:
+        problem = self._markup_problem(params.get("reply_markup"))
+        if problem:
+            return self._error(400, problem)
+        key = (int(params.get("chat_id", 1)), int(params.get("message_id", 0)))
+        if key in self.messages:
+            msg = self.messages[key]
+            if params.get("reply_markup"):
+                msg["reply_markup"] = params["reply_markup"]
+            else:
+                msg.pop("reply_markup", None)
+            return msg
         return {**self._message({"chat_id": params.get("chat_id", 1), "text": "(edited)"}),
                 "message_id": int(params.get("message_id", 0))}
 

@@ -1,0 +1,123 @@
+""""Did you mean…?": FAQ entries a question probably meant, offered when only the
+templates could answer.
+
+The cache answers only when it is sure (precision first), so a question it is unsure of
+goes on to the LLM; when no LLM answers either, the customer gets a generic template.
+That question often sits close to one or two FAQ entries all the same: offering them
+costs the customer one tap, while guessing would risk a wrong answer.
+
+An amender, so it sees the final tier: only a templates reply gets suggestions, never a
+cache or LLM answer, a request for a person, or a staff question. Front ends show
+`Reply.suggestions` their own way (Telegram buttons, numbered lists) and hand a pick back
+as `Event.pick`, which the cache tier answers (`FaqTier`), so a pick is recorded like any
+cache answer. `lookup` is how a front end checks a pick before it is trusted.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from bot.models import Event, Reply, Suggestion
+from bot.rendering import Renderer
+from bot.turn import TurnContext
+
+from .matcher import BACKGROUND, Matcher
+from .normalize import normalize
+from .store import FaqStore
+
+__all__ = ["SuggestionSettings", "Suggestions", "likely_entries", "SUGGEST_MAX", "SUGGEST_FLOOR",
+           "MAX_PICK_ID"]
+
+log = logging.getLogger("tierbot.faq")
+
+SUGGEST_MAX = 3
+# The lowest matcher score (LinearSVC decision value of the entry's class) an entry needs
+# to be offered. Chosen with `bench/suggest_eval.py` (figures in BENCHMARKS.md,
+# "Did you mean"): see there for the trade-off between useful and noisy suggestions.
+SUGGEST_FLOOR = -0.5
+HEADING_TEMPLATE = "replies/did_you_mean.j2"
+HEADING_FALLBACK = "Did you mean one of these?"
+MAX_PICK_ID = 200  # longer "entry ids" from a client are not looked up at all
+
+
+def likely_entries(matcher: Matcher, text: str, k: int = SUGGEST_MAX,
+                   floor: float = SUGGEST_FLOOR) -> list[tuple[str, float]]:
+    """The `k` best-scoring entries for `text` whose score is at least `floor`, best first."""
+    q = normalize(text)
+    if not q or not matcher.labels or k <= 0:
+        return []
+    scores = matcher.scores(q)
+    out: list[tuple[str, float]] = []
+    for i in np.argsort(scores)[::-1]:
+        score = float(scores[i])
+        if score < floor:
+            break
+        label = matcher.labels[int(i)]
+        if label == BACKGROUND:
+            continue
+        out.append((label, score))
+        if len(out) == k:
+            break
+    return out
+
+
+@dataclass(frozen=True)
+class SuggestionSettings:
+    enabled: bool = True
+    max_suggestions: int = SUGGEST_MAX
+    floor: float = SUGGEST_FLOOR
+
+
+class Suggestions:
+    """The amender that offers likely entries, and the check a front end runs on a pick."""
+
+    def __init__(self, store: FaqStore, renderer: Renderer | None = None,
+                 settings: SuggestionSettings = SuggestionSettings()) -> None:
+        self.store = store
+        self.renderer = renderer
+        self.settings = settings
+
+    def lookup(self, entry_id: object) -> Suggestion | None:
+        """The suggestion for a picked entry id, or None when it is not a current entry
+        (removed since it was offered, or made up: callback data comes from the client)."""
+        if not isinstance(entry_id, str) or not entry_id or len(entry_id) > MAX_PICK_ID:
+            return None
+        entry = self.store.get(entry_id)
+        if entry is None or not entry.questions:
+            return None
+        return Suggestion(entry.id, entry.questions[0])
+
+    def suggest(self, text: str) -> tuple[Suggestion, ...]:
+        """Likely entries for `text`, from the matcher already loaded (never waits for a fit:
+        a stale model is fine here, every entry it names is checked against the store)."""
+        matcher = self.store.current_matcher()
+        if matcher is None:
+            return ()
+        found = []
+        for entry_id, _score in likely_entries(matcher, text, self.settings.max_suggestions, self.settings.floor):
+            suggestion = self.lookup(entry_id)
+            if suggestion is not None:
+                found.append(suggestion)
+        return tuple(found)
+
+    async def amend(self, event: Event, reply: Reply, turn: TurnContext) -> None:
+        if (not self.settings.enabled or reply.tier != "template" or event.pick or turn.route != "customer"
+                or reply.meta.get("handoff_requested") or reply.meta.get("rate_limited") or not reply.text):
+            return
+        suggestions = self.suggest(event.text or "")
+        if not suggestions:
+            return
+        reply.suggestions = suggestions
+        reply.text = f"{reply.text}\n\n{self._heading(event)}"
+        reply.meta["suggested"] = [s.entry_id for s in suggestions]
+
+    def _heading(self, event: Event) -> str:
+        if self.renderer is None or not self.renderer.has(HEADING_TEMPLATE):
+            return HEADING_FALLBACK
+        try:
+            return self.renderer.render(HEADING_TEMPLATE, user_name=event.user_name).strip() or HEADING_FALLBACK
+        except Exception:
+            log.exception("template %s failed to render", HEADING_TEMPLATE)
+            return HEADING_FALLBACK
