@@ -263,3 +263,39 @@ def test_console_lists_suggestions_and_a_number_picks_one(data_dir):
     assert PASSWORD.answer in turns[1] and "tier=cache" in turns[1]
     assert "1. " not in turns[2]  # nothing offered: the next "1" is an ordinary message
     assert PASSWORD.answer not in turns[3] and "tier=template" in turns[3]
+
+
+# -- pieces ---------------------------------------------------------------------------------------
+async def test_a_claim_belongs_to_its_first_update_and_survives_a_restart(tmp_path):
+    from adapters.claims import Claims
+
+    store = DurableStore.in_dir(tmp_path)
+    claims = Claims(store)
+    assert await claims.claim("telegram:pick:42:1000:abc", "telegram:2")
+    assert not await claims.claim("telegram:pick:42:1000:abc", "telegram:3")  # the second tap
+    assert await claims.claim("telegram:pick:42:1001:abc", "telegram:3")  # another message's button
+    store.close()
+    store = DurableStore.in_dir(tmp_path)  # after a crash, the first update is retried: still its own
+    try:
+        claims = Claims(store)
+        assert await claims.claim("telegram:pick:42:1000:abc", "telegram:2")
+        assert not await claims.claim("telegram:pick:42:1000:abc", "telegram:3")
+    finally:
+        store.close()
+
+
+async def test_suggestions_can_be_turned_off_and_bad_settings_are_refused(data_dir):
+    from bot.config import ConfigError
+    from bot.models import Event
+    from faq_cache.settings import FaqSettings
+
+    config = Config.from_env({"TIERBOT_DATA_DIR": str(data_dir), "TIERBOT_SUGGESTIONS": "0"}, dotenv=False)
+    bot = whole_bot(config)
+    try:
+        reply = await bot.handle(Event(platform="console", conversation_id="c", user_id="u", text=UNSURE))
+    finally:
+        await bot.aclose()
+    assert reply.tier == "template" and reply.suggestions == () and HEADING not in reply.text
+    with pytest.raises(ConfigError, match="TIERBOT_SUGGESTIONS"):
+        FaqSettings.from_config(Config.from_env({"TIERBOT_DATA_DIR": str(data_dir), "TIERBOT_SUGGESTIONS": "50"},
+                                                dotenv=False))
