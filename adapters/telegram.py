@@ -704,9 +704,9 @@ class TelegramAdapter:
 
 
 def _suggestion_markup(suggestions: tuple[Suggestion, ...]) -> dict[str, Any] | None:
-    """"Did you mean…?" as inline buttons, one a row; an entry whose id does not fit
-    Telegram's 64 bytes of callback data is left out rather than cut (a cut id would
-    name another entry, or none)."""
+    """"Did you mean…?" as inline buttons, one a row. The amender offers only ids that fit
+    Telegram's 64 bytes of callback data; one that does not is left out rather than cut
+    (a cut id would name another entry, or none)."""
     rows = []
     for s in suggestions:
         data = f"{PICK_PREFIX}:{s.entry_id}"

@@ -28,7 +28,7 @@ from .normalize import normalize
 from .store import FaqStore
 
 __all__ = ["SuggestionSettings", "Suggestions", "likely_entries", "SUGGEST_MAX", "SUGGEST_FLOOR",
-           "MAX_PICK_ID"]
+           "MAX_PICK_ID", "MAX_OFFERED_ID_BYTES"]
 
 log = logging.getLogger("tierbot.faq")
 
@@ -43,6 +43,10 @@ SUGGEST_FLOOR = -0.4
 HEADING_TEMPLATE = "replies/did_you_mean.j2"
 HEADING_FALLBACK = "Did you mean one of these?"
 MAX_PICK_ID = 200  # longer "entry ids" from a client are not looked up at all
+# Front ends carry the id back in a pick (a Telegram button holds 64 bytes of data, with a
+# short prefix): an entry whose id is longer (an operator's own id) is not offered, rather
+# than offered on some front ends and not others. Generated ids are 10 characters.
+MAX_OFFERED_ID_BYTES = 56
 
 
 def likely_entries(matcher: Matcher, text: str, k: int = SUGGEST_MAX,
@@ -100,7 +104,7 @@ class Suggestions:
             return ()
         found = []
         for entry_id, _score in likely_entries(matcher, text, self.settings.max_suggestions, self.settings.floor):
-            suggestion = self.lookup(entry_id)
+            suggestion = self.lookup(entry_id) if len(entry_id.encode()) <= MAX_OFFERED_ID_BYTES else None
             if suggestion is not None:
                 found.append(suggestion)
         return tuple(found)

@@ -299,3 +299,27 @@ async def test_suggestions_can_be_turned_off_and_bad_settings_are_refused(data_d
     with pytest.raises(ConfigError, match="TIERBOT_SUGGESTIONS"):
         FaqSettings.from_config(Config.from_env({"TIERBOT_DATA_DIR": str(data_dir), "TIERBOT_SUGGESTIONS": "50"},
                                                 dotenv=False))
+
+
+def test_an_entry_whose_id_would_not_fit_a_button_is_not_offered():
+    from faq_cache.entries import FaqEntry
+    from faq_cache.matcher import Matcher
+    from faq_cache.suggestions import Suggestions
+
+    long_id = "password-" + "x" * 60
+    entries = [FaqEntry(long_id, "Reset it on the login page.", PASSWORD.questions),
+               FaqEntry("ship", "2-5 days.", ENTRIES["How long does shipping take?"].questions)]
+
+    class Store:  # the two reads Suggestions makes of a FaqStore
+        matcher = Matcher.fit(entries, background=["what is the weather tomorrow", "play some music"])
+
+        def current_matcher(self):
+            return self.matcher
+
+        def get(self, entry_id):
+            return next((e for e in entries if e.id == entry_id), None)
+
+    suggestions = Suggestions(Store())  # type: ignore[arg-type]
+    assert [s.entry_id for s in suggestions.suggest("shipping time please")] == ["ship"]
+    assert suggestions.suggest(UNSURE) == ()  # its best entry has the long id
+    assert suggestions.lookup(long_id) is not None  # a pick of it would still be honoured
