@@ -60,7 +60,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.cli import describe
 from bot.config import Config, ConfigError
 from bot.handoff.service import HandoffService
-from bot.handoff.store import Handoff
+from bot.handoff import Handoff
 from bot.logs import kv
 from bot.models import Event
 from bot.pipeline import SupportBot

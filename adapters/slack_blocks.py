@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from bot.handoff.store import Handoff
+from bot.handoff import Handoff
 from bot.models import Reply
 from bot.turn import Turn
 

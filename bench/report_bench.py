@@ -179,7 +179,7 @@ def checkout(rev: str, dest: Path) -> Path:
 
 def parts_once(path: Path, day: dt.date, tz: ZoneInfo) -> dict[str, float]:
     """Each part of the new report alone, one after another on one fresh connection."""
-    from bot.ledger.store import connect
+    from bot.storage.sqlite.ledger import connect
     from bot.report.compute import PARTS, ReportInputs
 
     conn = connect(path, readonly=True)

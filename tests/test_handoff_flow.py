@@ -9,7 +9,7 @@ import pytest
 
 from bot import Event, SupportBot
 from bot.channels import Button, Channels
-from bot.handoff.store import HandoffStore
+from bot.storage.sqlite.handoffs import HandoffStore
 
 
 class RecordingChannel:
@@ -252,7 +252,7 @@ async def test_the_ledger_and_history_keep_the_reply_with_its_handoff_notice(bas
         assert "join this conversation" in reply.text
         history = await bot.history.recent("42", 10)
         assert [t.text for t in history if t.role == "assistant"] == [reply.text]
-    from bot.ledger.store import connect
+    from bot.storage.sqlite.ledger import connect
     conn = connect(bot.services["config"].data_dir / "ledger.sqlite3", readonly=True)
     try:
         (meta,) = conn.execute("SELECT meta FROM messages").fetchone()

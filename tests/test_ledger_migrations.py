@@ -85,7 +85,7 @@ def test_a_ledger_from_a_newer_tierbot_is_refused_untouched(tmp_path):
 
 
 def test_a_failed_migration_step_leaves_the_previous_version(tmp_path, monkeypatch):
-    from bot.ledger import schema
+    from bot.storage.sqlite import ledger_schema as schema
 
     path = tmp_path / "ledger.sqlite3"
     make_v1_ledger(path)

@@ -156,7 +156,7 @@ async def test_conversation_ids_with_any_characters_are_counted_exactly(tmp_path
 async def test_staff_sql_matches_the_index_and_old_rows(tmp_path):
     """The staff test is the partial index's own expression (a query with different text
     would not be served by it, and INDEXED BY would fail)."""
-    from bot.ledger.schema import STAFF_SQL
+    from bot.storage.sqlite.ledger_schema import STAFF_SQL
 
     ledger = Ledger(tmp_path / "ledger.sqlite3")
     await ledger.aclose()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.sqlite_writer import SQLiteWriter, WriterClosed, WriterError
+from bot.storage.sqlite.writer import SQLiteWriter, WriterClosed, WriterError
 
 REPO = Path(__file__).resolve().parent.parent
 PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=200")
@@ -160,7 +160,7 @@ def test_kill_9_of_the_parent_commits_what_was_sent_and_the_child_exits(tmp_path
     script = textwrap.dedent(f"""
         import asyncio, os, signal, sys
         sys.path.insert(0, {str(REPO)!r})
-        from bot.sqlite_writer import SQLiteWriter
+        from bot.storage.sqlite.writer import SQLiteWriter
 
         async def main():
             w = SQLiteWriter({str(db)!r}, pragmas=("PRAGMA journal_mode=WAL",),

@@ -7,6 +7,6 @@ SQLite `HandoffStore` so an open handoff survives restarts.
 from .desk import StaffDesk
 from .hours import StaffHours
 from .service import HandoffService
-from .store import Handoff, HandoffStore
+from ..storage.sqlite.handoffs import Handoff, HandoffStore
 
 __all__ = ["Handoff", "HandoffStore", "HandoffService", "StaffDesk", "StaffHours"]

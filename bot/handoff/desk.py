@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from ..models import Event
     from ..turn import Turn
-    from .store import Handoff
+    from ..storage.sqlite.handoffs import Handoff
 
 __all__ = ["StaffDesk"]
 

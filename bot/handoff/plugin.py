@@ -10,7 +10,7 @@ from .gate import HandoffGate
 from .hours import StaffHours
 from .messages import HandoffMessages
 from .service import RATING_PREFIX, HandoffService
-from .store import HandoffStore
+from ..storage.sqlite.handoffs import HandoffStore
 from .trigger import HandoffTrigger
 
 if TYPE_CHECKING:

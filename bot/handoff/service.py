@@ -23,7 +23,7 @@ from ..models import Event
 from ..turn import Turn
 from .hours import StaffHours
 from .messages import HandoffMessages
-from .store import Handoff, HandoffStore
+from ..storage.sqlite.handoffs import Handoff, HandoffStore
 
 __all__ = ["HandoffService", "RATING_PREFIX"]
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from ..turn import Turn
 
 if TYPE_CHECKING:
-    from .store import Ledger
+    from ..storage.sqlite.ledger import Ledger
 
 __all__ = ["LedgerHistory"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..budget import BudgetGate
-from .store import Ledger, LedgerListener
+from ..storage.sqlite.ledger import Ledger, LedgerListener
 
 if TYPE_CHECKING:
     from ..app import BotParts

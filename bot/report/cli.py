@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..ledger.days import parse_day
-from ..ledger.store import Ledger
+from ..ledger import Ledger
 from .render import FORMATS
 from .service import ReportService
 

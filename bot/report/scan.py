@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..ledger.schema import STAFF_SQL
+from ..storage.sqlite.ledger_schema import STAFF_SQL
 
 __all__ = ["DayScan", "scan_day", "distinct_keys", "message_keys", "attempt_keys", "conversations",
            "latency_percentiles", "faq_counts", "customer_attempts", "MESSAGE_KEY", "ATTEMPT_KEY", "STAFF_SQL"]

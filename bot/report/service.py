@@ -10,7 +10,7 @@ from typing import Any
 
 from ..budget import load_caps
 from ..config import Config
-from ..ledger.store import Ledger
+from ..ledger import Ledger
 from .compute import PARTS, ReportInputs, merge
 from .render import render_report, slack_message
 

@@ -1,4 +1,4 @@
-"""The program `bot.sqlite_writer.SQLiteWriter` runs in its child process (stdlib only).
+"""The program `bot.storage.sqlite.writer.SQLiteWriter` runs in its child process (stdlib only).
 
 Why a process: threads in the bot's process (a writer, readers answering through
 `call_soon_threadsafe`) hand the GIL back and forth with the event loop; measured on the
@@ -6,7 +6,7 @@ LLM path that cost the loop thread +184 µs of CPU per message under load (1-3 v
 context switches per message). Here the connections, the commits and their threads live
 in another interpreter; the bot's process only pickles rows into a socket.
 
-Run as `python -I -S sqlite_writer_child.py FD`: isolated and without site, so it imports
+Run as `python -I -S writer_child.py FD`: isolated and without site, so it imports
 nothing from the bot (no module of ours can shadow the stdlib). One such process serves
 every writer of its parent (the ledger, the handoff store, every ledger a test suite
 opens): FD is a control socket over which the parent passes one socket per writer

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ..sqlite_writer import SQLiteWriter
+from .writer import SQLiteWriter
 
 __all__ = ["Handoff", "HandoffStore", "OPEN_STATES"]
 
@@ -96,7 +96,7 @@ def _row(rows: list[tuple]) -> Handoff | None:
 
 
 class HandoffStore:
-    """Handoff state in SQLite, written and read by a writer process (bot/sqlite_writer.py):
+    """Handoff state in SQLite, written and read by a writer process (bot/storage/sqlite/writer.py):
     no thread of this process takes the GIL from the event loop for it, and the gate's
     per-message check is one small message to that process."""
 

@@ -2,7 +2,7 @@
 events and conversation turns.
 
 Writes never block the event loop: they are pickled to one writer *process*
-(bot/sqlite_writer.py) that commits them in batches (one fsync-free WAL commit per
+(bot/storage/sqlite/writer.py) that commits them in batches (one fsync-free WAL commit per
 batch, not per row). Conversation history is read through that process too, ordered
 after turns still queued; heavy reads (reports) run on reader threads with their own
 connections, so a report over a million rows never holds up a customer's reply.
@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from ..logs import kv
-from ..models import Event, Reply
-from ..secrets import redact
-from ..sqlite_writer import SQLiteWriter
-from ..turn import TurnContext
-from .days import day_bounds
-from .schema import migrate
+from ...ledger.days import day_bounds
+from ...logs import kv
+from ...models import Event, Reply
+from ...secrets import redact
+from ...turn import TurnContext
+from .ledger_schema import migrate
+from .writer import SQLiteWriter
 
 __all__ = ["Ledger", "LedgerClosed", "LedgerListener", "connect"]
 
@@ -118,7 +118,7 @@ class Ledger:
         finally:
             conn.close()
         self._closed = False
-        # Writes go to a child process (see bot/sqlite_writer.py for why not a thread).
+        # Writes go to a child process (see bot/storage/sqlite/writer.py for why not a thread).
         self._writer = SQLiteWriter(self.path, pragmas=_PRAGMAS, statements=_STATEMENTS,
                                     linked={"msg": "messages"}, linger_s=linger_s, batch_max=batch_max,
                                     on_error=_log_write_error)
@@ -130,7 +130,7 @@ class Ledger:
         # Conversation -> sequence number of its latest queued turn: a first read of a
         # conversation with turns not yet committed must be ordered after them.
         self._pending_turns: dict[str, int] = {}
-        from .history import LedgerHistory
+        from ...ledger.history import LedgerHistory
 
         self.history = LedgerHistory(self)
 

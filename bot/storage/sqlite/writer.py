@@ -6,7 +6,7 @@ the GIL back and forth. Measured on the LLM path (bench/ledger_bench.py --diagno
 BENCHMARKS.md "Ledger and report"), the thread-based ledger cost the loop thread +184 µs
 of CPU per message under load, most of it those hand-offs (history loads on reader
 threads above all), not the ledger's own work. Here the connections live in
-`bot/sqlite_writer_child.py`, run as its own small interpreter; this side pickles the
+`bot/storage/sqlite/writer_child.py`, run as its own small interpreter; this side pickles the
 queued rows into a socket once per loop iteration and reads acks and answers with the
 loop's own selector: no thread of this process is involved.
 
@@ -42,14 +42,14 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
-from .logs import kv
-from .secrets import redact
+from ...logs import kv
+from ...secrets import redact
 
 __all__ = ["SQLiteWriter", "WriterClosed", "WriterError"]
 
 log = logging.getLogger("tierbot.sqlite_writer")
 _LEN = struct.Struct(">I")
-CHILD = Path(__file__).with_name("sqlite_writer_child.py")
+CHILD = Path(__file__).with_name("writer_child.py")
 MAX_RESTARTS = 20  # a child that cannot even start must not make us spin
 
 
