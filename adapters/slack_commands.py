@@ -86,22 +86,10 @@ class StaffCommands:
     # -- stats ------------------------------------------------------------------------------
     async def stats(self, args: list[str], command: dict[str, Any]) -> str:
         services = self.bot.services
-        config = services.get("config")
-        tz = getattr(config, "tz", None)
         lines = []
-        ledger = services.get("ledger")
-        if ledger is not None and hasattr(ledger, "read"):
-            from bot.ledger.days import day_bounds
-            from bot.report.compute import headline
-
-            start, end = day_bounds(dt.datetime.now(tz).date(), tz)  # type: ignore[arg-type]
-
-            def query(conn: Any) -> tuple[dict[str, Any], list[tuple[str, int]]]:
-                tiers = conn.execute("SELECT tier, COUNT(*) FROM messages WHERE ts >= ? AND ts < ?"
-                                     " GROUP BY tier ORDER BY 2 DESC", (start, end)).fetchall()
-                return headline(conn, start, end), [(t, n) for t, n in tiers]
-
-            head, tiers = await ledger.read(query)
+        reports = services.get("reports")
+        if reports is not None:
+            head, tiers = await reports.today_stats()  # type: ignore[attr-defined]
             lines.append(f"*Today so far:* {head['messages']} messages in {head['conversations']} conversations, "
                          f"cost ${head['cost_usd']:.4f}"
                          + (f" (+{head['unknown_price_attempts']} attempts of unknown price)"

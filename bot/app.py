@@ -15,6 +15,7 @@ from .config import Config
 from .history import HistoryStore
 from .pipeline import SupportBot
 from .rendering import Renderer
+from .storage.backend import Storage
 from .tiers import ReplyAmender, ReplyListener, Tier
 from .templates_tier import TemplateTier
 
@@ -27,6 +28,7 @@ log = logging.getLogger("tierbot")
 class BotParts:
     config: Config
     renderer: Renderer
+    storage: Storage
     gates: list[Tier] = field(default_factory=list)
     cache: list[Tier] = field(default_factory=list)
     llm: list[Tier] = field(default_factory=list)
@@ -55,10 +57,12 @@ def _load(spec: str) -> Callable[[BotParts], None]:
 
 def build_bot(config: Config, plugins: tuple[str, ...] | None = None) -> SupportBot:
     renderer = Renderer.from_config(config)
-    parts = BotParts(config=config, renderer=renderer)
-    parts.services.update(config=config, renderer=renderer)
+    storage = Storage(config)
+    parts = BotParts(config=config, renderer=renderer, storage=storage)
+    parts.services.update(config=config, renderer=renderer, storage=storage)
     for spec in PLUGINS if plugins is None else plugins:
         _load(spec)(parts)
+    parts.resources.append(storage)  # last: its connections close after every store has flushed
     tiers: list[Tier] = [*parts.gates, *parts.cache, *parts.llm, TemplateTier(renderer)]
     return SupportBot(
         tiers,

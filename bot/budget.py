@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -84,14 +83,31 @@ class BudgetGate:
         self._day_end = 0.0
         self._tasks: set[asyncio.Task] = set()
         self._refreshed = clock()
+        self._seeded = False
         self._roll()
 
     @classmethod
     def from_config(cls, config: Config, ledger: Any = None) -> "BudgetGate":
         gate = cls(load_caps(config), config.tz, ledger=ledger)
-        if ledger is not None:
-            gate.seed_from_ledger()
+        if ledger is not None and hasattr(ledger, "spend_and_events_now"):
+            gate.seed_from_ledger()  # embedded: at once, so even a bot never started knows today's spend
         return gate
+
+    async def astart(self) -> None:
+        """A ledger on a server is read when the bot starts (a restart does not reset totals)."""
+        if self.ledger is not None and not self._seeded:
+            await self.seed()
+
+    async def seed(self) -> None:
+        from .ledger.days import day_bounds
+
+        self._roll()
+        start, end = day_bounds(self._day, self.tz)
+        spend = await self.ledger.spend_between(start, end)
+        alerts = await self.ledger.events_between("budget_alert", start, end)
+        self.spent = spend
+        self.alerted = {d.get("scope") for _, d in alerts if d.get("scope")}
+        self._seeded = True
 
     def set_alert_poster(self, post: Post | None) -> None:
         """The server passes a Slack poster for SLACK_REPORT_CHANNEL: `await post(blocks, text)`."""
@@ -120,15 +136,10 @@ class BudgetGate:
         self._roll()
         start, end = day_bounds(self._day, self.tz)
 
-        def read(conn):
-            spend = self.ledger.spend_query(conn, start, end)
-            alerts = [json.loads(d or "{}").get("scope") for (d,) in conn.execute(
-                "SELECT data FROM events WHERE kind = 'budget_alert' AND ts >= ? AND ts < ?", (start, end))]
-            return spend, alerts
-
-        spend, alerts = self.ledger.read_now(read)
+        spend, alerts = self.ledger.spend_and_events_now("budget_alert", start, end)
         self.spent = spend
-        self.alerted = {a for a in alerts if a}
+        self.alerted = {a.get("scope") for a in alerts if a.get("scope")}
+        self._seeded = True
 
     # -- the gate --------------------------------------------------------------------------
     def total(self) -> float:
@@ -164,7 +175,7 @@ class BudgetGate:
         start, end = day_bounds(day, self.tz)
         try:
             # fresh: our own queued replies are in it, so the ledger total is never below ours
-            spend = await self.ledger.read(lambda c: self.ledger.spend_query(c, start, end))
+            spend = await self.ledger.spend_between(start, end)
         except Exception:
             log.exception("reading today's spend from the ledger failed")
             return

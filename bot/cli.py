@@ -13,6 +13,8 @@ from typing import Callable
 from .config import ConfigError
 from .logs import setup_logging
 from .models import Event, Reply, Suggestion
+from .storage.postgres.migrations import SchemaError
+from .storage.settings import StorageUnavailable
 
 __all__ = ["main", "describe", "numbered", "COMMANDS"]
 
@@ -22,6 +24,7 @@ COMMANDS: tuple[str, ...] = (
     "bot.report.cli:register",
     "adapters.cli:register",
     "faq_cache.cli:register",
+    "bot.storage.cli:register",
 )
 
 
@@ -134,5 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"tierbot: configuration error: {e}", file=sys.stderr)
         return 2
+    except (StorageUnavailable, SchemaError) as e:
+        print(f"tierbot: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130

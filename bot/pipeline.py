@@ -87,6 +87,14 @@ class SupportBot:
                 log.exception("closing %s failed", type(obj).__name__)
 
     async def __aenter__(self) -> "SupportBot":
+        """Start what needs a connection (a database, Redis): an unreachable server stops
+        the start here, with one clear error, rather than at the first customer."""
+        seen: set[int] = set()
+        for obj in [*self._resources, *self.listeners]:
+            start = getattr(obj, "astart", None)
+            if start is not None and id(obj) not in seen:
+                seen.add(id(obj))
+                await start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:

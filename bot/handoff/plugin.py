@@ -10,15 +10,12 @@ from .gate import HandoffGate
 from .hours import StaffHours
 from .messages import HandoffMessages
 from .service import RATING_PREFIX, HandoffService
-from ..storage.sqlite.handoffs import HandoffStore
 from .trigger import HandoffTrigger
 
 if TYPE_CHECKING:
     from ..app import BotParts
 
-__all__ = ["install", "STORE_FILE"]
-
-STORE_FILE = "handoffs.sqlite3"
+__all__ = ["install"]
 
 
 def install(parts: "BotParts") -> None:
@@ -29,7 +26,7 @@ def install(parts: "BotParts") -> None:
     patterns = [p for rule in load_rules(parts.renderer) if rule.handoff for p in rule.patterns]
     if parts.history is None:  # share one history with the pipeline, so staff replies are in it
         parts.history = MemoryHistory()
-    store = HandoffStore(config.data_dir / STORE_FILE)
+    store = parts.storage.handoffs()
     service = HandoffService(store, parts.services, hours=hours, messages=messages,
                              history=parts.history, person_patterns=patterns)
     parts.gates.append(HandoffGate(service))

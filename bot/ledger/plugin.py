@@ -15,8 +15,9 @@ __all__ = ["install"]
 
 
 def install(parts: "BotParts", ledger_cls: type[Ledger] = Ledger) -> None:
-    """`ledger_cls`: benchmarks compare another writer implementation under the same wiring."""
-    ledger = ledger_cls.from_config(parts.config)
+    """`ledger_cls`: benchmarks compare another embedded writer under the same wiring; with
+    DATABASE_URL set the ledger is the PostgreSQL one."""
+    ledger = parts.storage.ledger(ledger_cls)
     budget = BudgetGate.from_config(parts.config, ledger)
     parts.history = ledger.history
     # Budget first: its aclose waits for alerts in flight, which still need the ledger.

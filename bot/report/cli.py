@@ -36,6 +36,11 @@ async def _run(args: argparse.Namespace) -> int:
         services["prices"] = PriceBook.load(config)
     except ImportError:
         pass
+    if config.get("DATABASE_URL"):
+        from .service import NOT_ON_SERVER
+
+        print(f"tierbot report: {NOT_ON_SERVER}", file=sys.stderr)
+        return 1
     if not (config.section("ledger").get("path") or (config.data_dir / "ledger.sqlite3").exists()):
         print(f"tierbot report: no ledger yet in {config.data_dir} (TIERBOT_DATA_DIR); "
               "it is created when the bot handles its first message", file=sys.stderr)

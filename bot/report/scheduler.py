@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -84,16 +83,7 @@ class ReportScheduler:
         now = self.clock()
         day = self.due_report_day(now).isoformat()
 
-        def claim(conn: sqlite3.Connection) -> str:
-            if conn.execute("SELECT COUNT(*) FROM report_runs").fetchone()[0] == 0:
-                conn.execute("INSERT INTO report_runs (report_date, claimed_at) VALUES (?, ?)", (day, now))
-                return "first start"
-            if conn.execute("SELECT 1 FROM report_runs WHERE report_date >= ?", (day,)).fetchone():
-                return "done"
-            conn.execute("INSERT INTO report_runs (report_date, claimed_at) VALUES (?, ?)", (day, now))
-            return "claimed"
-
-        state = await self.ledger.call(claim)
+        state = await self.ledger.claim_report(day, now)
         if state != "claimed":
             if state == "first start":
                 log.info(kv(event="report_schedule_started", next_report=day, at=str(self.report_time)))
@@ -102,12 +92,10 @@ class ReportScheduler:
             blocks, text = await self.reports.slack(dt.date.fromisoformat(day))
             await self.post(blocks, text)
         except Exception as e:
-            await self.ledger.call(lambda c: c.execute(
-                "DELETE FROM report_runs WHERE report_date = ? AND posted_at IS NULL", (day,)))
+            await self.ledger.release_report(day)
             log.error(kv(event="report_post_failed", date=day, error=type(e).__name__))
             raise
-        await self.ledger.call(lambda c: c.execute(
-            "UPDATE report_runs SET posted_at = ? WHERE report_date = ?", (self.clock(), day)))
+        await self.ledger.report_posted(day, self.clock())
         log.info(kv(event="report_posted", date=day))
         return dt.date.fromisoformat(day)
 

@@ -14,7 +14,14 @@ from ..ledger import Ledger
 from .compute import PARTS, ReportInputs, merge
 from .render import render_report, slack_message
 
-__all__ = ["ReportService"]
+__all__ = ["ReportService", "ReportUnavailable", "NOT_ON_SERVER"]
+
+NOT_ON_SERVER = ("the report's queries read the embedded SQLite ledger; with DATABASE_URL set the "
+                 "ledger is in PostgreSQL and the report is not available yet")
+
+
+class ReportUnavailable(RuntimeError):
+    pass
 
 log = logging.getLogger("tierbot.report")
 
@@ -62,7 +69,12 @@ class ReportService:
         return ReportInputs(day=day, tz=self.tz, caps=self.caps, price_fallback=self._price_fallback,
                             first_provider=self.first_provider())
 
+    def _require_embedded(self) -> None:
+        if not hasattr(self.ledger, "read"):
+            raise ReportUnavailable(NOT_ON_SERVER)
+
     async def build(self, day: dt.date | None = None) -> dict[str, Any]:
+        self._require_embedded()
         inputs = self.inputs(day or self.today())
         await self.ledger.flush()
         # The report's parts (the day's sums, its latencies, its conversations, its top
@@ -71,6 +83,21 @@ class ReportService:
         parts = await asyncio.gather(*(
             self.ledger.read(functools.partial(part, inputs=inputs), fresh=False) for part in PARTS))
         return merge(*parts)
+
+    async def today_stats(self) -> tuple[dict[str, Any], list[tuple[str, int]]]:
+        """(headline figures, replies per tier) for today so far (`/tierbot stats`)."""
+        from ..ledger.days import day_bounds
+        from .compute import headline
+
+        self._require_embedded()
+        start, end = day_bounds(self.today(), self.tz)
+
+        def query(conn: Any) -> tuple[dict[str, Any], list[tuple[str, int]]]:
+            tiers = conn.execute("SELECT tier, COUNT(*) FROM messages WHERE ts >= ? AND ts < ?"
+                                 " GROUP BY tier ORDER BY 2 DESC", (start, end)).fetchall()
+            return headline(conn, start, end), [(t, n) for t, n in tiers]
+
+        return await self.ledger.read(query)
 
     async def render(self, day: dt.date | None = None, fmt: str = "text") -> str:
         report = await self.build(day)

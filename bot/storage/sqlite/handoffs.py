@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ..handoffs import HANDOFF_COLUMNS, OPEN_STATES, Handoff
 from .writer import SQLiteWriter
 
 __all__ = ["Handoff", "HandoffStore", "OPEN_STATES"]
-
-OPEN_STATES = ("handed_off", "taken")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS handoffs (
@@ -51,35 +49,7 @@ CREATE TABLE IF NOT EXISTS conversation_flags (
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Handoff:
-    id: int
-    platform: str
-    conversation_id: str
-    user_id: str
-    user_name: str | None
-    state: str  # handed_off | taken | resolved
-    reason: str
-    channel: str | None
-    thread_ts: str | None
-    taken_by: str | None
-    resolved_by: str | None
-    opened_at: float
-    taken_at: float | None
-    resolved_at: float | None
-    rating: int | None
-    rated_at: float | None
-
-    @property
-    def is_open(self) -> bool:
-        return self.state in OPEN_STATES
-
-    @property
-    def customer(self) -> str:
-        return self.user_name or self.user_id or self.conversation_id
-
-
-_COLS = ", ".join(f.name for f in fields(Handoff))
+_COLS = ", ".join(HANDOFF_COLUMNS)
 _SELECT = f"SELECT {_COLS} FROM handoffs"
 _OPEN = "state != 'resolved'"
 # Writes whose answer nobody needs: queued without a round trip, committed after a short linger.

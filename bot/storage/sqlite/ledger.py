@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from ...ledger.days import day_bounds
 from ...logs import kv
 from ...models import Event, Reply
 from ...secrets import redact
 from ...turn import TurnContext
+from ..rows import event_payload, reply_rows
 from .ledger_schema import migrate
 from .writer import SQLiteWriter
 
@@ -54,10 +54,6 @@ _INSERT_TURN = "INSERT INTO turns (conversation_id, role, text, ts) VALUES (?,?,
 _STATEMENTS = {"msg": _INSERT_MESSAGE_ID, "attempt": _INSERT_ATTEMPT, "event": _INSERT_EVENT, "turn": _INSERT_TURN}
 _PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=5000")
 
-# Keys the FAQ tier may use in Reply.meta to name the entry that answered.
-FAQ_META_KEYS = ("faq_id", "faq_entry", "entry")
-
-
 class LedgerClosed(RuntimeError):
     pass
 
@@ -76,17 +72,6 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA cache_size=-65536")
         conn.execute("PRAGMA mmap_size=268435456")
     return conn
-
-
-def _meta_json(meta: dict[str, Any]) -> str | None:
-    return json.dumps(meta, default=str, ensure_ascii=False) if meta else None
-
-
-def _faq_entry(meta: dict[str, Any]) -> str | None:
-    for key in FAQ_META_KEYS:
-        if meta.get(key) is not None:
-            return str(meta[key])
-    return None
 
 
 class LedgerListener:
@@ -155,35 +140,13 @@ class Ledger:
         """Queue one handled message and its attempts."""
         if self._dropped("msg"):
             return
-        ts = self.clock()
-        meta = reply.meta or {}
-        row = (
-            ts, event.platform, event.conversation_id, event.user_id, reply.tier,
-            reply.provider, reply.model, int(reply.fallback), reply.input_tokens,
-            reply.output_tokens, reply.cost_usd, reply.latency_ms, event.text or "",
-            _meta_json(meta), int(reply.tier == "cache"),
-            str(meta["template"]) if reply.tier == "template" and meta.get("template") else None,
-            _faq_entry(meta) if reply.tier == "cache" else None,
-            int(bool(meta.get("handoff_requested"))),
-        )
-        attempts = [
-            (i, a.provider, a.model or "", a.outcome, redact(a.detail) if a.detail else None,
-             a.latency_ms, a.input_tokens, a.output_tokens, a.cost_usd, ts)
-            for i, a in enumerate(reply.attempts)
-        ]
+        row, attempts = reply_rows(event, reply, self.clock())
         self._writer.write_linked("msg", row, "attempt", attempts)
 
     async def record_event(self, kind: str, conversation_id: str = "", data: dict | None = None,
                            ts: float | None = None) -> None:
         """Record a non-reply event (handoff_opened, staff_reply, rating, breaker_open, ...)."""
-        if not isinstance(kind, str) or not kind.strip():
-            raise ValueError("event kind must be a non-empty string")
-        if data is not None and not isinstance(data, dict):
-            raise ValueError(f"event data must be a dict, got {type(data).__name__}")
-        try:
-            payload = json.dumps(data, ensure_ascii=False) if data is not None else None
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"event data must be JSON-serialisable: {e}") from None
+        payload = event_payload(kind, data)
         if self._dropped("event"):
             return
         self._writer.write("event", (self.clock() if ts is None else float(ts), kind, conversation_id or "", payload))
@@ -304,6 +267,8 @@ class Ledger:
         return {p: float(s or 0.0) for p, s in rows}
 
     async def spend_on(self, day: dt.date, tz: ZoneInfo, provider: str | None = None) -> float:
+        from ...ledger.days import day_bounds  # bot.ledger imports this module
+
         start, end = day_bounds(day, tz)
         spend = await self.read(lambda c: self.spend_query(c, start, end))
         return spend.get(provider, 0.0) if provider else sum(spend.values())
@@ -312,6 +277,45 @@ class Ledger:
         """Known spend today (TIERBOT_TZ) in USD, overall or for one provider."""
         tz = self.tz
         return await self.spend_on(dt.datetime.fromtimestamp(self.clock(), tz).date(), tz, provider)
+
+    async def spend_between(self, start: float, end: float) -> dict[str, float]:
+        return await self.read(lambda c: self.spend_query(c, start, end))
+
+    async def events_between(self, kind: str, start: float, end: float) -> list[tuple[float, dict]]:
+        rows = await self.read(lambda c: c.execute(
+            "SELECT ts, data FROM events WHERE kind = ? AND ts >= ? AND ts < ? ORDER BY ts",
+            (kind, start, end)).fetchall())
+        return [(ts, json.loads(d) if d else {}) for ts, d in rows]
+
+    def spend_and_events_now(self, kind: str, start: float, end: float) -> tuple[dict[str, float], list[dict]]:
+        """Blocking: today's spend and events of one kind at start-up (seeding budgets)."""
+        def read(conn: sqlite3.Connection) -> tuple[dict[str, float], list[dict]]:
+            events = [json.loads(d) if d else {} for (d,) in conn.execute(
+                "SELECT data FROM events WHERE kind = ? AND ts >= ? AND ts < ?", (kind, start, end))]
+            return self.spend_query(conn, start, end), events
+
+        return self.read_now(read)
+
+    # -- report runs (once-only claims of a report date) ----------------------------------
+    async def claim_report(self, day: str, now: float) -> str:
+        def claim(conn: sqlite3.Connection) -> str:
+            if conn.execute("SELECT COUNT(*) FROM report_runs").fetchone()[0] == 0:
+                conn.execute("INSERT INTO report_runs (report_date, claimed_at) VALUES (?, ?)", (day, now))
+                return "first start"
+            if conn.execute("SELECT 1 FROM report_runs WHERE report_date >= ?", (day,)).fetchone():
+                return "done"
+            conn.execute("INSERT INTO report_runs (report_date, claimed_at) VALUES (?, ?)", (day, now))
+            return "claimed"
+
+        return await self.call(claim)
+
+    async def release_report(self, day: str) -> None:
+        await self.call(lambda c: c.execute(
+            "DELETE FROM report_runs WHERE report_date = ? AND posted_at IS NULL", (day,)))
+
+    async def report_posted(self, day: str, now: float) -> None:
+        await self.call(lambda c: c.execute(
+            "UPDATE report_runs SET posted_at = ? WHERE report_date = ?", (now, day)))
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def aclose(self) -> None:

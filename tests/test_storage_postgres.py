@@ -1,0 +1,121 @@
+"""DATABASE_URL as a user meets it: the backend it selects, migrations run once by many
+processes, a newer schema refused, an unreachable or misnamed server reported once with
+its password masked, and a bot whose replies and history land in PostgreSQL."""
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from bot.cli import main
+from bot.config import Config, ConfigError
+from bot.models import Event
+from bot.pipeline import SupportBot
+from bot.storage.backend import Storage
+from bot.storage.postgres.database import PgDatabase
+from bot.storage.postgres.migrations import LATEST_VERSION, SchemaError
+from bot.storage.settings import StorageSettings, StorageUnavailable
+from servers import fresh_pg_url, pg_session_url, pg_url  # noqa: F401 - fixtures
+
+PASSWORD = "s3cret-Pa55word"
+
+
+def _settings(**env: str) -> StorageSettings:
+    return StorageSettings.from_config(Config.from_env(env, dotenv=False))
+
+
+def test_neither_url_set_means_embedded_and_both_schemes_are_accepted():
+    assert _settings().kind == "embedded"
+    for scheme in ("postgres", "postgresql"):
+        s = _settings(DATABASE_URL=f"{scheme}://u:{PASSWORD}@db.example:5432/app?sslmode=require")
+        assert s.kind == "server" and s.database.sslmode == "require"  # type: ignore[union-attr]
+        assert PASSWORD not in " ".join(s.describe()) and "u:***@db.example:5432/app" in " ".join(s.describe())
+
+
+@pytest.mark.parametrize("url, says", [
+    (f"mysql://u:{PASSWORD}@h/db", "must start with postgres:// or postgresql://"),
+    (f"postgres://u:{PASSWORD}@h/db?sslmode=sometimes", "sslmode must be one of"),
+    (f"postgres://u:{PASSWORD}@h:notaport/db", "not a valid URL"),
+])
+def test_a_bad_database_url_is_a_clear_configuration_error_without_the_password(url, says):
+    with pytest.raises(ConfigError) as e:
+        _settings(DATABASE_URL=url)
+    assert says in str(e.value) and PASSWORD not in str(e.value)
+
+
+async def test_an_unreachable_database_stops_the_start_naming_the_masked_url(tmp_path):
+    url = f"postgresql://tierbot:{PASSWORD}@127.0.0.1:1/tierbot"
+    storage = Storage(Config.from_env({"TIERBOT_DATA_DIR": str(tmp_path), "DATABASE_URL": url}, dotenv=False))
+    with pytest.raises(StorageUnavailable) as e:
+        await storage.astart()
+    assert "postgresql://tierbot:***@127.0.0.1:1/tierbot" in str(e.value) and PASSWORD not in str(e.value)
+
+
+def test_the_command_line_exits_non_zero_with_one_masked_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DATABASE_URL", f"postgres://tierbot:{PASSWORD}@127.0.0.1:1/tierbot")
+    assert main(["ask", "hello"]) == 1
+    err = capsys.readouterr().err
+    assert "postgres://tierbot:***@127.0.0.1:1/tierbot" in err and PASSWORD not in err
+    assert "Traceback" not in err
+
+
+async def test_sslmode_in_the_url_is_honoured(pg_url):
+    # The local server speaks no TLS: sslmode=require must refuse it rather than fall back.
+    db = PgDatabase(_settings(DATABASE_URL=pg_url + "?sslmode=require").database)  # type: ignore[arg-type]
+    with pytest.raises(StorageUnavailable):
+        await db.start()
+    db = PgDatabase(_settings(DATABASE_URL=pg_url + "?sslmode=disable").database)  # type: ignore[arg-type]
+    try:
+        assert await db.ping() is None
+    finally:
+        await db.aclose()
+
+
+async def test_processes_starting_together_migrate_once(fresh_pg_url):
+    url = _settings(DATABASE_URL=fresh_pg_url).database
+    dbs = [PgDatabase(url, max_size=1) for _ in range(5)]  # type: ignore[arg-type]
+    try:
+        await asyncio.gather(*(db.start() for db in dbs))
+        befores = sorted(db.schema_before for db in dbs)  # type: ignore[type-var]
+        assert befores == [0] + [LATEST_VERSION] * 4  # one migrated, the others found it done
+    finally:
+        for db in dbs:
+            await db.aclose()
+
+
+async def test_a_schema_newer_than_this_tierbot_is_refused(fresh_pg_url, capsys, monkeypatch):
+    url = _settings(DATABASE_URL=fresh_pg_url).database
+    db = PgDatabase(url)  # type: ignore[arg-type]
+    await db.start()
+    await db.aclose()
+    conn = await asyncpg.connect(fresh_pg_url)
+    await conn.execute("UPDATE tierbot_schema SET version = $1", LATEST_VERSION + 1)
+    await conn.close()
+    with pytest.raises(SchemaError, match=f"version {LATEST_VERSION + 1}, newer than this tierbot knows"):
+        await PgDatabase(url).start()  # type: ignore[arg-type]
+
+
+def test_db_upgrade_migrates_the_configured_database(fresh_pg_url, monkeypatch, capsys):
+    monkeypatch.setenv("DATABASE_URL", fresh_pg_url)
+    assert main(["db", "upgrade"]) == 0
+    assert f"schema version 0 -> {LATEST_VERSION}" in capsys.readouterr().out
+    assert main(["db", "upgrade"]) == 0
+    assert f"schema version {LATEST_VERSION} -> {LATEST_VERSION}" in capsys.readouterr().out
+
+
+async def test_two_bots_on_one_database_share_the_ledger_and_the_conversation(pg_url, tmp_path):
+    env = {"DATABASE_URL": pg_url, "PATH": ""}
+    event = Event(platform="telegram", conversation_id="c42", user_id="u42", text="hello there")
+    async with SupportBot.from_env({**env, "TIERBOT_DATA_DIR": str(tmp_path / "a")}) as first:
+        reply = await first.handle(event)
+        assert reply.text
+    # Another process with an empty data dir of its own: the conversation is in PostgreSQL.
+    async with SupportBot.from_env({**env, "TIERBOT_DATA_DIR": str(tmp_path / "b")}) as second:
+        turns = await second.history.recent("c42", 10)
+        assert [(t.role, t.text) for t in turns][:1] == [("user", "hello there")]
+    conn = await asyncpg.connect(pg_url)
+    try:
+        assert await conn.fetchval("SELECT COUNT(*) FROM messages WHERE conversation_id = 'c42'") == 1
+    finally:
+        await conn.close()
