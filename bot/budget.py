@@ -31,6 +31,9 @@ log = logging.getLogger("tierbot.budget")
 OVERALL = "overall"  # the scope name of the all-providers cap
 # Other server processes sharing the ledger spend too: re-read today's spend this often.
 REFRESH_S = 30.0
+# With REDIS_URL: every reply that cost something reads every process's totals back;
+# replies that cost nothing read them at most this often.
+SHARED_REFRESH_S = 1.0
 Post = Callable[[list[dict[str, Any]], str], Awaitable[Any]]
 
 
@@ -71,12 +74,15 @@ class BudgetGate:
     name = "budget"
 
     def __init__(self, caps: dict[str, float], tz: ZoneInfo, *, ledger: Any = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, shared: Any = None) -> None:
+        """`shared`: a `bot.storage.redis.budget.SharedBudget` (REDIS_URL): every process's
+        spend counts toward the caps, and each cap's alert is sent by one process."""
         self.caps = dict(caps)
         self.tz = tz
         self.ledger = ledger
         self.clock = clock
         self.post: Post | None = None
+        self.shared = shared
         self.spent: dict[str, float] = {}
         self.alerted: set[str] = set()
         self._day: dt.date = dt.date.min
@@ -84,11 +90,12 @@ class BudgetGate:
         self._tasks: set[asyncio.Task] = set()
         self._refreshed = clock()
         self._seeded = False
+        self._shared_at = float("-inf")
         self._roll()
 
     @classmethod
-    def from_config(cls, config: Config, ledger: Any = None) -> "BudgetGate":
-        gate = cls(load_caps(config), config.tz, ledger=ledger)
+    def from_config(cls, config: Config, ledger: Any = None, shared: Any = None) -> "BudgetGate":
+        gate = cls(load_caps(config), config.tz, ledger=ledger, shared=shared)
         if ledger is not None and hasattr(ledger, "spend_and_events_now"):
             gate.seed_from_ledger()  # embedded: at once, so even a bot never started knows today's spend
         return gate
@@ -97,6 +104,8 @@ class BudgetGate:
         """A ledger on a server is read when the bot starts (a restart does not reset totals)."""
         if self.ledger is not None and not self._seeded:
             await self.seed()
+        if self.shared is not None and self.caps:
+            self._take_totals(self.day, await self.shared.totals(self.day.isoformat()))
 
     async def seed(self) -> None:
         from .ledger.days import day_bounds
@@ -162,7 +171,16 @@ class BudgetGate:
 
     # -- spend tracking ---------------------------------------------------------------------
     async def on_reply(self, event: Event, reply: Reply, turn: TurnContext) -> None:
-        self.add_spend((a.provider, a.cost_usd) for a in reply.attempts)
+        costs = [(a.provider, a.cost_usd) for a in reply.attempts if a.cost_usd]
+        self.add_spend(costs)
+        if self.shared is not None and self.caps:
+            day = self.day
+            if costs or self.clock() - self._shared_at >= SHARED_REFRESH_S:
+                self._shared_at = self.clock()
+                totals = await (self.shared.add(day.isoformat(), costs) if costs
+                                else self.shared.totals(day.isoformat()))
+                self._take_totals(day, totals)
+            return
         if self.ledger is not None and self.caps and self.clock() - self._refreshed >= REFRESH_S:
             self._refreshed = self.clock()
             self._spawn(self.refresh())
@@ -182,6 +200,14 @@ class BudgetGate:
         if self.day != day:
             return
         raised = [(p, v - self.spent.get(p, 0.0)) for p, v in spend.items() if v > self.spent.get(p, 0.0)]
+        if raised:
+            self.add_spend(raised)
+
+    def _take_totals(self, day: dt.date, totals: dict[str, float] | None) -> None:
+        """Every process's spend today, from Redis (None: lost; ours stands alone meanwhile)."""
+        if totals is None or self.day != day:
+            return
+        raised = [(p, v - self.spent.get(p, 0.0)) for p, v in totals.items() if v > self.spent.get(p, 0.0) + 1e-12]
         if raised:
             self.add_spend(raised)
 
@@ -207,6 +233,11 @@ class BudgetGate:
                  "capped": self.capped(s)} for s, c in sorted(self.caps.items())]
 
     async def _alert(self, scope: str) -> None:
+        if self.shared is not None:
+            claimed = await self.shared.claim_alert(self._day.isoformat(), scope)
+            if claimed is False:  # another process sends this one (None: Redis lost, we send it)
+                log.info(kv(event="budget_alert_sent_elsewhere", scope=scope))
+                return
         cap = self.caps[scope]
         spent = self.total() if scope == OVERALL else self.spent.get(scope, 0.0)
         who = "all providers" if scope == OVERALL else scope

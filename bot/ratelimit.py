@@ -24,6 +24,7 @@ from .turn import TurnContext
 
 if TYPE_CHECKING:
     from .app import BotParts
+    from .storage.redis.ratelimit import SharedRateLimit
 
 __all__ = ["RateLimitGate", "RateLimitSettings", "install"]
 
@@ -63,11 +64,14 @@ class RateLimitGate:
 
     def __init__(self, settings: RateLimitSettings, renderer: Renderer | None = None, *,
                  services: dict[str, object] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, shared: "SharedRateLimit | None" = None) -> None:
+        """`shared` (REDIS_URL): one window per customer for every process; while Redis is
+        lost the gate counts in this process alone."""
         self.settings = settings
         self.renderer = renderer
         self.services = services if services is not None else {}
         self.clock = clock
+        self.shared = shared
         self._windows: OrderedDict[str, _Window] = OrderedDict()
 
     def _window(self, key: str) -> _Window:
@@ -99,7 +103,11 @@ class RateLimitGate:
         return "notice"
 
     async def answer(self, event: Event, turn: TurnContext) -> Reply | None:
-        verdict = self.check(event)
+        verdict = None
+        if self.shared is not None and self.settings.messages > 0:
+            verdict = await self.shared.check(f"{event.platform}:{event.user_id}")
+        if verdict is None:
+            verdict = self.check(event)
         if verdict == "ok":
             return None
         log.info(kv(ratelimit=verdict, platform=event.platform, conversation=event.conversation_id))
@@ -133,4 +141,9 @@ def install(parts: "BotParts") -> None:
     """Plugin: put the gate after the other gates (a handed-off conversation is staff's)."""
     settings = RateLimitSettings.from_config(parts.config)
     if settings.messages > 0:
-        parts.gates.append(RateLimitGate(settings, parts.renderer, services=parts.services))
+        shared = None
+        if parts.storage.shared is not None:
+            from .storage.redis.ratelimit import SharedRateLimit
+
+            shared = SharedRateLimit(parts.storage.shared, messages=settings.messages, window_s=settings.window_s)
+        parts.gates.append(RateLimitGate(settings, parts.renderer, services=parts.services, shared=shared))

@@ -18,7 +18,12 @@ def install(parts: "BotParts", ledger_cls: type[Ledger] = Ledger) -> None:
     """`ledger_cls`: benchmarks compare another embedded writer under the same wiring; with
     DATABASE_URL set the ledger is the PostgreSQL one."""
     ledger = parts.storage.ledger(ledger_cls)
-    budget = BudgetGate.from_config(parts.config, ledger)
+    shared = None
+    if parts.storage.shared is not None:
+        from ..storage.redis.budget import SharedBudget
+
+        shared = SharedBudget(parts.storage.shared)
+    budget = BudgetGate.from_config(parts.config, ledger, shared=shared)
     parts.history = ledger.history
     # Budget first: its aclose waits for alerts in flight, which still need the ledger.
     parts.listeners.append(budget)

@@ -41,7 +41,8 @@ class Storage:
         if self.settings.redis is not None:
             from .redis.shared import SharedState
 
-            self.shared = SharedState(self.settings.redis)
+            self.shared = SharedState(self.settings.redis,
+                                      prefix=config.get("TIERBOT_REDIS_PREFIX") or "tierbot:")
 
     @property
     def kind(self) -> str:
