@@ -40,7 +40,7 @@ from telegram.ext import Application
 from bot.channels import Button, Channels
 from bot.config import Config, ConfigError
 from bot.logs import kv
-from bot.models import Attachment, Event, Reply, Suggestion
+from bot.models import Attachment, Event, Reply, StreamReset, Suggestion
 from bot.pipeline import SupportBot
 from bot.rendering import Renderer
 
@@ -521,6 +521,11 @@ class TelegramAdapter:
             if isinstance(item, Reply):
                 reply = item
                 break
+            if isinstance(item, StreamReset):
+                # The text so far is withdrawn: the next draft (same id) replaces it.
+                pieces.clear()
+                shown_len = -1
+                continue
             if not item:
                 continue
             pieces.append(item)

@@ -6,8 +6,8 @@
         reply = await bot.handle(Event(platform="console", conversation_id="c1",
                                        user_id="u1", text="hi"))
 """
-from .models import Attachment, Attempt, Event, Reply
+from .models import Attachment, Attempt, Event, Reply, StreamReset
 from .pipeline import SupportBot
 
-__all__ = ["Attachment", "Attempt", "Event", "Reply", "SupportBot"]
+__all__ = ["Attachment", "Attempt", "Event", "Reply", "StreamReset", "SupportBot"]
 __version__ = "0.1.0"

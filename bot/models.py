@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Attachment", "Event", "Attempt", "Reply", "Suggestion", "Tier"]
+__all__ = ["Attachment", "Event", "Attempt", "Reply", "StreamReset", "Suggestion", "Tier"]
 
 Tier = Literal["cache", "llm", "template", "staff"]
 
@@ -115,3 +115,16 @@ class Reply:
             self.cost_usd = None
         else:
             self.cost_usd += attempt.cost_usd
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReset:
+    """A streamed answer's text so far is withdrawn: the chunks after this replace it.
+
+    `SupportBot.stream()` yields it when a provider that took over after a cut started
+    the answer over in other words, or when the answer was replaced (e.g. by the
+    templates). A consumer that cannot take text back (Slack's `chat.appendStream`)
+    must start over; the chunks after the last reset always add up to `Reply.text`.
+    """
+
+    reason: str = ""

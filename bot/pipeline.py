@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from .deadline import Deadline
 from .history import HistoryStore, MemoryHistory
 from .logs import kv
-from .models import Attempt, Event, Reply
+from .models import Attempt, Event, Reply, StreamReset
 from .secrets import StreamRedactor, redact
 from .tiers import ReplyAmender, ReplyListener, StreamingTier, Tier
 from .turn import Turn, TurnContext
@@ -103,71 +103,96 @@ class SupportBot:
     # -- handling -------------------------------------------------------------------
     async def handle(self, event: Event) -> Reply:
         """Answer one event. Never raises for provider or tier failures."""
+        reply: Reply | None = None
+        async for item in self._run(event, streaming=False):
+            reply = item  # type: ignore[assignment]  # not streaming: the Reply is the only item
+        assert reply is not None
+        return reply
+
+    def stream(self, event: Event) -> AsyncIterator[str | StreamReset | Reply]:
+        """Yield text chunks as they are produced, then the final `Reply` (always last).
+
+        The chunks after the last `StreamReset` (if any) add up to exactly `Reply.text`:
+        a reset means the text shown so far is withdrawn (a tier started over or was
+        replaced), so a consumer appending chunks never shows text twice.
+        """
+        return self._run(event, streaming=True)
+
+    async def _run(self, event: Event, *, streaming: bool) -> AsyncIterator[str | StreamReset | Reply]:
+        """The one loop over the tiers, for `handle` and `stream` alike: the same per-tier
+        timeouts (non-final tiers stop short of the deadline by a reserve, so the last
+        tier can always answer), the same accounting and the same safety net."""
         start = time.perf_counter()
         turn = await self._begin(event)
         reply: Reply | None = None
+        shown = ""  # streamed since the last reset (redacted, as the consumer saw it)
         last = len(self.tiers) - 1
         for i, tier in enumerate(self.tiers):
+            ends_at: float | None = None
             if i < last:
                 budget = turn.deadline.budget(reserve=FINAL_TIER_RESERVE_S)
                 if budget <= 0:
                     continue
-                try:
-                    async with asyncio.timeout(budget):
-                        reply = await tier.answer(event, turn)
-                except TimeoutError:
+                ends_at = asyncio.get_running_loop().time() + budget
+            if streaming and isinstance(tier, StreamingTier):
+                items = tier.stream(event, turn)
+            else:
+                items = _answered(tier, event, turn)
+            # One per tier: a key split across two chunks is still caught, and a tail held
+            # back from a tier that failed never leaks into the next tier's text.
+            redactor = StreamRedactor()
+            try:
+                while True:
+                    try:
+                        if ends_at is None:
+                            item = await anext(items)
+                        else:
+                            async with asyncio.timeout_at(ends_at):
+                                item = await anext(items)
+                    except StopAsyncIteration:
+                        break
+                    if isinstance(item, Reply):
+                        reply = item
+                        break
+                    if isinstance(item, StreamReset):
+                        redactor = StreamRedactor()  # what it held back is withdrawn too
+                        if shown:
+                            shown = ""
+                            yield item
+                        continue
+                    safe = redactor.feed(item)
+                    if safe:
+                        shown += safe
+                        yield safe
+                if reply is None:
+                    held = redactor.flush()
+                    if held:
+                        shown += held
+                        yield held
+            except TimeoutError as e:
+                if ends_at is None:  # the last tier's own timeout, not ours
+                    self._tier_failed(tier, e, turn)
+                else:
                     turn.record(Attempt(provider=tier.name, model="", outcome="deadline",
                                         latency_ms=budget * 1000))
                     log.warning(kv(tier=tier.name, outcome="deadline", budget_s=budget))
-                    continue
-                except Exception as e:
-                    self._tier_failed(tier, e, turn)
-                    continue
-            else:
-                try:
-                    reply = await tier.answer(event, turn)
-                except Exception as e:
-                    self._tier_failed(tier, e, turn)
-            if reply is not None:
-                break
-        return await self._finish(event, turn, reply or _last_words(), start)
-
-    async def stream(self, event: Event) -> AsyncIterator[str | Reply]:
-        """Yield text chunks as they are produced, then the final `Reply` (always last).
-
-        Chunks are previews; the final `Reply.text` is authoritative (a stream cut
-        mid-way is completed or replaced, and the Reply says which).
-        """
-        start = time.perf_counter()
-        turn = await self._begin(event)
-        reply: Reply | None = None
-        streamed = False
-        for tier in self.tiers:
-            try:
-                if isinstance(tier, StreamingTier):
-                    # One per tier: a key split across two chunks is still caught, and a tail
-                    # held back from a tier that failed never leaks into the next tier's text.
-                    redactor = StreamRedactor()
-                    async for item in tier.stream(event, turn):
-                        if isinstance(item, Reply):
-                            reply = item
-                            break
-                        streamed = True
-                        safe = redactor.feed(item)
-                        if safe:
-                            yield safe
-                    held = redactor.flush()
-                    if held:
-                        yield held
-                else:
-                    reply = await tier.answer(event, turn)
             except Exception as e:
                 self._tier_failed(tier, e, turn)
+            finally:
+                await _close(items)
             if reply is not None:
                 break
+            if shown:  # this tier showed text and gave up: the next one starts over
+                shown = ""
+                yield StreamReset("tier_failed")
         final = await self._finish(event, turn, reply or _last_words(), start)
-        if not streamed:
-            yield final.text
+        if streaming:
+            if final.text.startswith(shown):
+                if final.text != shown or not shown:
+                    yield final.text[len(shown):]
+            else:  # replaced (templates after a cut) or amended in the middle
+                yield StreamReset("replaced")
+                yield final.text
         yield final
 
     # -- internals ------------------------------------------------------------------
@@ -218,6 +243,25 @@ class SupportBot:
             except Exception:
                 log.exception("reply listener %s failed", type(listener).__name__)
         return reply
+
+
+async def _answered(tier: Tier, event: Event, turn: TurnContext) -> AsyncIterator[Reply]:
+    """A tier's answer as a stream of at most one item, so one loop drives both kinds."""
+    reply = await tier.answer(event, turn)
+    if reply is not None:
+        yield reply
+
+
+async def _close(items: AsyncIterator[object]) -> None:
+    """Finish a tier's stream now (not when it is garbage-collected), so its attempts are
+    settled and recorded before the reply is."""
+    close = getattr(items, "aclose", None)
+    if close is None:
+        return
+    try:
+        await close()
+    except Exception:
+        log.exception("closing a tier's stream failed")
 
 
 def _last_words() -> Reply:

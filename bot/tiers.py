@@ -2,8 +2,10 @@
 
 A *tier* tries to answer an event and returns a `Reply`, or None to pass it on.
 Tiers that can stream also offer `stream()`, yielding text chunks and then at most
-one `Reply` (none means "pass it on"). Chunks are previews, appended in order;
-the final `Reply.text` is what the customer must be sent.
+one `Reply` (none means "pass it on"). Chunks are previews, appended in order; a
+`StreamReset` withdraws the text so far (the chunks after it start over); the final
+`Reply.text` is what the customer must be sent. The pipeline drives `answer()` and
+`stream()` in one loop, with the same per-tier timeout.
 
 An *amender* may still change a reply before it is final (the handoff trigger adds
 "a person will take over" to it); amenders run before the reply is saved to the
@@ -16,7 +18,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
-from .models import Event, Reply
+from .models import Event, Reply, StreamReset
 from .turn import TurnContext
 
 __all__ = ["Tier", "StreamingTier", "ReplyAmender", "ReplyListener"]
@@ -31,7 +33,7 @@ class Tier(Protocol):
 
 @runtime_checkable
 class StreamingTier(Tier, Protocol):
-    def stream(self, event: Event, turn: TurnContext) -> AsyncIterator[str | Reply]: ...
+    def stream(self, event: Event, turn: TurnContext) -> AsyncIterator[str | StreamReset | Reply]: ...
 
 
 class ReplyAmender(Protocol):

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from bot import Event
+from bot import Event, StreamReset
 from fakes import llm_servers as F
 from fakes.llm_bot import MODELS, llm_env, make_bot
 
@@ -75,8 +75,10 @@ async def test_cut_with_nobody_left_is_replaced_by_templates(fp, tmp_path):
     fp.groq.default = F.cut("Refunds usually take", cut_after=2)
     async with make_bot(llm_env(fp, tmp_path, chain="groq")) as bot:
         chunks, reply, _ = await collect(bot, ev("I want a refund"))
-    assert "".join(chunks) == "Refunds usually"  # what the preview showed...
-    assert reply.tier == "template" and "refund" in reply.text.lower()  # ...is replaced
+    reset = next(i for i, c in enumerate(chunks) if isinstance(c, StreamReset))
+    assert "".join(chunks[:reset]) == "Refunds usually"  # what the preview showed...
+    assert reply.tier == "template" and "refund" in reply.text.lower()  # ...is replaced,
+    assert "".join(chunks[reset + 1:]) == reply.text  # and the consumer is told so
     assert reply.meta["stream"] == {"cut": [f"groq/{MODELS['groq']}"], "replaced_by": "template",
                                     "shown": "Refunds usually"}
     cut = reply.attempts[0]
@@ -93,3 +95,79 @@ async def test_claude_continues_a_cut_answer_by_prefill(fp, tmp_path):
     body = fp.claude.requests[0].body
     assert body["messages"][-1] == {"role": "assistant", "content": "Our support team"}
     assert "".join(chunks) == reply.text
+
+
+def visible(chunks: list) -> str:
+    """What a consumer that appends chunks and honours resets shows at the end."""
+    text = ""
+    for c in chunks:
+        text = "" if isinstance(c, StreamReset) else text + c
+    return text
+
+
+async def test_groq_cut_twice_then_gemini_never_shows_text_twice(fp, tmp_path):
+    # The issue's case: models asked to continue start over instead, Groq twice, then Gemini.
+    fp.groq.default = F.cut("[groq] The quick brown fox jumps over the lazy dog.", cut_after=4)
+    fp.gemini.default = F.ok("[gemini] The quick brown fox jumps over the lazy dog.")
+    env = llm_env(fp, tmp_path, chain="groq,gemini", TIERBOT_GROQ_MODELS="llama-a,llama-b")
+    async with make_bot(env) as bot:
+        chunks, reply, _ = await collect(bot, ev())
+    assert [a.outcome for a in reply.attempts] == ["stream_cut", "stream_cut", "ok"]
+    assert visible(chunks) == reply.text == "[gemini] The quick brown fox jumps over the lazy dog."
+    # Groq's second go repeated the words shown: dropped, nothing new shown; Gemini's other
+    # words: one reset, then its text.
+    assert [c for c in chunks if isinstance(c, StreamReset)] == [StreamReset("restarted")]
+    assert "".join(chunks[:chunks.index(StreamReset("restarted"))]) == "[groq] The quick brown"
+
+
+async def test_a_continuation_that_starts_over_with_the_same_words_is_seamless(fp, tmp_path):
+    fp.groq.default = F.cut("Delivery takes two to five days.", cut_after=3)
+    fp.gemini.default = F.ok("Delivery takes two to five days.")
+    async with make_bot(llm_env(fp, tmp_path, chain="groq,gemini")) as bot:
+        chunks, reply, _ = await collect(bot, ev())
+    assert not any(isinstance(c, StreamReset) for c in chunks)
+    assert "".join(chunks) == reply.text == "Delivery takes two to five days."
+    assert reply.meta["stream"]["completed_by"].startswith("gemini/")
+
+
+def splice_after_cut(shown: str, *chunks: str, finished: bool = True) -> tuple[list, str]:
+    from bot.llm.streaming import Splice
+
+    s = Splice()
+    s.begin()
+    out = list(s.feed(shown))
+    s.begin()  # the next attempt takes over
+    for c in chunks:
+        out += s.feed(c)
+    if finished:
+        out += s.finish()
+    return out, s.text
+
+
+@pytest.mark.parametrize("shown, chunks, seen, final", [
+    # a real continuation is appended as it is
+    ("The quick brown", (" fox", " jumps", " over", " the", " lazy", " dog."),
+     ["The quick brown", " fox jumps over the lazy dog."], "The quick brown fox jumps over the lazy dog."),
+    # started over with the same words: only the new part is shown
+    ("The quick brown", ("The", " quick", " brown", " fox."), ["The quick brown", " fox."],
+     "The quick brown fox."),
+    # started over in other words: withdrawn, then shown from the start
+    ("Sure! The quick brown", ("Of course.", " The quick brown", " fox."),
+     ["Sure! The quick brown", StreamReset("restarted"), "Of course. The quick brown fox."],
+     "Of course. The quick brown fox."),
+    # the new answer is a shorter start of what was shown: it replaces it
+    ("The quick brown fox", ("The quick",), ["The quick brown fox", StreamReset("restarted"), "The quick"],
+     "The quick"),
+    # a continuation that repeats shown words later on is still a continuation
+    ("Our support team is available", (" Monday to Friday, and our support team answers fast.",),
+     ["Our support team is available", " Monday to Friday, and our support team answers fast."],
+     "Our support team is available Monday to Friday, and our support team answers fast."),
+])
+def test_splice_joins_a_taking_over_attempt_without_repeating(shown, chunks, seen, final):
+    out, text = splice_after_cut(shown, *chunks)
+    assert out == seen and text == final
+
+
+def test_splice_holds_back_a_possible_restart_until_it_is_clear():
+    out, _ = splice_after_cut("The quick brown fox", "The quick", finished=False)
+    assert out == ["The quick brown fox"]  # nothing more shown yet

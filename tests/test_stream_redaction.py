@@ -4,7 +4,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot import Event, Reply, SupportBot
+from bot import Event, Reply, StreamReset, SupportBot
 from bot.rendering import Renderer
 from bot.secrets import StreamRedactor, register_secrets
 from bot.templates_tier import TemplateTier
@@ -68,4 +68,5 @@ async def test_a_tier_failing_mid_stream_does_not_leak_its_held_tail_into_the_ne
     items = [i async for i in bot.stream(Event("t", "c", "u", "q"))]
     chunks = items[:-1]
     assert chunks[0] == "Partial answer ending in "
-    assert "".join(chunks[1:]) == "Second answer." and items[-1].text == "Second answer."
+    assert chunks[1] == StreamReset("tier_failed")  # the failed tier's text is withdrawn
+    assert "".join(chunks[2:]) == "Second answer." and items[-1].text == "Second answer."

@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..logs import kv
-from ..models import Attempt, Event, Reply
+from ..models import Attempt, Event, Reply, StreamReset
 from ..pricing import PriceBook
 from ..turn import TurnContext
 from . import errors as E
@@ -27,6 +27,7 @@ from .prompt import PromptBuilder
 from .providers.base import Completion, Provider, Request, estimate_request
 from .routes import LLMSettings, Step
 from .stalls import HostWatch, Ticket
+from .streaming import Splice
 
 __all__ = ["ChainTier", "Outcome"]
 
@@ -41,6 +42,7 @@ class Outcome:
     completion: Completion | None
     error: E.ProviderError | None
     latency_s: float
+    produced: bool = False  # a streamed attempt yielded text before it ended
 
 
 class ChainTier:
@@ -71,20 +73,51 @@ class ChainTier:
 
     # -- the tier ----------------------------------------------------------------------
     async def answer(self, event: Event, turn: TurnContext) -> Reply | None:
+        reply: Reply | None = None
+        async for item in self.run(event, turn, streaming=False):
+            reply = item  # type: ignore[assignment]  # not streaming: a Reply is the only item
+        return reply
+
+    def stream(self, event: Event, turn: TurnContext) -> AsyncIterator[str | StreamReset | Reply]:
+        return self.run(event, turn, streaming=True)
+
+    async def run(self, event: Event, turn: TurnContext, *,
+                  streaming: bool) -> AsyncIterator[str | StreamReset | Reply]:
+        """The one loop over a route's steps, answered or streamed: each candidate step is
+        attempted (hedged when not streaming), a short Retry-After is waited out on the
+        same model, and the next step is taken until one answers. Yields text chunks
+        (streaming only), then a `Reply`, or nothing: the templates answer.
+
+        Streaming adds one rule: failover is free until text reached the customer; after
+        a cut the next step is asked to continue what was shown (`Splice`), and if nobody
+        can finish it the fallback tier's answer replaces it."""
         request = self.prompt.build(event, turn.history)
         self.hedge_budget.count_request()
         candidates = self.candidates(event, turn)
+        splice = Splice()
+        cut: list[str] = []  # steps whose stream broke after producing text
         pending: Outcome | None = None
         for step, budget in candidates:
             self._log_failure(pending, next_=step.provider)
             pending = None
             tries = 0
             while True:
-                if self.settings.hedging:
+                if streaming:
+                    outcome = None
+                    splice.begin()
+                    async for item in self.run_attempt(step, splice.request(request), budget, turn, stream=True):
+                        if isinstance(item, Outcome):
+                            outcome = item
+                        else:
+                            for shown in splice.feed(item):
+                                yield shown
+                    assert outcome is not None
+                elif self.settings.hedging:
                     outcome = await self._hedged(step, budget, request, turn, candidates)
                 else:
                     outcome = await self.attempt(step, request, budget, turn)
-                wait = self.rate_wait(outcome, turn, tries)
+                # Nothing shown yet and a short Retry-After: wait it out, same model.
+                wait = None if outcome.produced else self.rate_wait(outcome, turn, tries)
                 if wait is None:
                     break
                 self._log_failure(outcome, next_=f"{step.provider} after {wait:g}s")
@@ -92,18 +125,30 @@ class ChainTier:
                 await asyncio.sleep(wait)
                 budget = self.budget(turn)
             if outcome.completion is not None:
-                return self._reply(outcome, turn)
+                if not streaming:
+                    yield self._reply(outcome, turn)
+                    return
+                for shown in splice.finish():
+                    yield shown
+                meta: dict[str, Any] = {"stream": {"cut": cut, "completed_by": str(step)}} if cut else {}
+                reply = self._reply(outcome, turn, **meta)
+                reply.text = splice.text  # exactly what was streamed: prefix + continuation
+                yield reply
+                return
+            splice.abandon()
             pending = outcome
+            if outcome.produced:
+                cut.append(str(step))
+            assert outcome.error is not None
             if outcome.error.outcome == E.CONTENT_FILTERED and not self.settings.filter_fallthrough:
                 break
             candidates.failed(outcome)
         self._log_failure(pending, next_="templates")
-        return None
-
-    def stream(self, event: Event, turn: TurnContext) -> AsyncIterator[str | Reply]:
-        from .streaming import stream_reply
-
-        return stream_reply(self, event, turn)
+        if splice.text and self.fallback is not None:
+            # Text reached the customer but nobody could finish it: replace it, and say so.
+            reply = await self.fallback.answer(event, turn)
+            reply.meta["stream"] = {"cut": cut, "replaced_by": reply.tier, "shown": splice.text}
+            yield reply
 
     async def aclose(self) -> None:
         for p in self.providers.values():
@@ -171,23 +216,60 @@ class ChainTier:
     # -- one attempt ---------------------------------------------------------------------------
     async def attempt(self, step: Step, request: Request, budget: float, turn: TurnContext) -> Outcome:
         """Run one non-streaming attempt within `budget` seconds; record and account it."""
+        outcome: Outcome | None = None
+        async for item in self.run_attempt(step, request, budget, turn):
+            outcome = item  # type: ignore[assignment]  # not streaming: the Outcome is the only item
+        assert outcome is not None
+        return outcome
+
+    async def run_attempt(self, step: Step, request: Request, budget: float, turn: TurnContext, *,
+                          stream: bool = False) -> AsyncIterator[str | Outcome]:
+        """The one attempt runner, answered or streamed: take the breakers' probes, watch
+        the host for a stall, bound every read by `budget`, classify what went wrong,
+        settle (breakers, latency, auth) and record. Yields the text chunks (streaming
+        only), then exactly one `Outcome`.
+
+        Cancelled (lost a hedge race, out of time) or closed mid-stream: the provider has
+        probably read (and will bill) the prompt, so an estimate of it is charged,
+        flagged as such, and the probes are handed back."""
         host, model = self.breakers.host(step.provider), self.breakers.get(step.provider, step.model)
         probes = (host.acquire(), model.acquire())
         watch = self.hosts[step.provider]
         ticket = watch.start()
+        provider = self.providers[step.provider]
+        source = (provider.stream(step.model, request, budget + 1.0) if stream
+                  else _once(provider.complete(step.model, request, budget + 1.0)))
+        ends_at = asyncio.get_running_loop().time() + budget
         t0 = time.perf_counter()
-        completion, error = None, None
+        first_token: float | None = None
+        produced: list[str] = []
+        completion: Completion | None = None
+        error: E.ProviderError | None = None
         try:
-            async with asyncio.timeout(budget):
-                completion = await watch.watch(
-                    ticket, self.providers[step.provider].complete(step.model, request, budget + 1.0))
+            while True:
+                try:
+                    async with asyncio.timeout_at(ends_at):
+                        if ticket.answered:
+                            item = await anext(source)
+                        else:  # nothing from the host yet: leave it if it stalls
+                            item = await watch.watch(ticket, anext(source))
+                except StopAsyncIteration:
+                    break
+                if not ticket.answered:
+                    watch.answered(ticket)
+                if isinstance(item, Completion):
+                    completion = item
+                    continue
+                if first_token is None:
+                    first_token = time.perf_counter() - t0
+                produced.append(item)
+                yield item
         except E.ProviderError as e:
             error = e
         except TimeoutError:
-            error = E.ProviderError(E.TIMEOUT, f"no answer within {budget:.2f}s")
-        except asyncio.CancelledError:
-            # Lost a hedge race or ran out of time: the provider has probably read (and will
-            # bill) the prompt, so charge an estimate of it, flagged as such.
+            error = E.ProviderError(E.STREAM_CUT if produced else E.TIMEOUT,
+                                    f"no {'end' if produced else 'answer'} within {budget:.2f}s")
+        except (asyncio.CancelledError, GeneratorExit):
             host.release(probes[0])
             model.release(probes[1])
             watch.end(ticket)
@@ -196,9 +278,20 @@ class ChainTier:
         except Exception as e:  # a provider bug must not take the chain down
             log.exception(kv(provider=step.provider, model=step.model, outcome="error"))
             error = E.ProviderError(E.MALFORMED, type(e).__name__)
-        outcome = Outcome(step, completion, error, time.perf_counter() - t0)
-        self.settle(outcome, probes, turn, ticket=ticket)
-        return outcome
+        finally:
+            await _close(source)
+        if error is None and completion is None:
+            error = E.ProviderError(E.MALFORMED, "stream ended without a final message")
+        if error is not None and produced:
+            if error.outcome != E.STREAM_CUT:
+                error.detail = f"{error.outcome}: {error.detail}"
+                error.outcome = E.STREAM_CUT
+            if error.partial == "":
+                error.partial = "".join(produced)
+        outcome = Outcome(step, completion if error is None else None, error, time.perf_counter() - t0,
+                          produced=bool(produced))
+        self.settle(outcome, probes, turn, first_token_s=first_token, ticket=ticket)
+        yield outcome
 
     def settle(self, outcome: Outcome, probes: tuple[bool, bool], turn: TurnContext,
                *, first_token_s: float | None = None, ticket: Ticket | None = None) -> None:
@@ -363,6 +456,18 @@ class ChainTier:
 UNPROVEN = "unproven"  # skip reason: slow start (stalls.py), the host's probes are out
 
 
+async def _once(call: Awaitable[Completion]) -> AsyncIterator[Completion]:
+    """A non-streamed call as a one-item stream, so one runner reads both kinds."""
+    yield await call
+
+
+async def _close(source: Any) -> None:
+    try:
+        await source.aclose()
+    except Exception:  # a provider's cleanup failing must not mask the real outcome
+        pass
+
+
 def cancelled(request: Request) -> E.ProviderError:
     return E.ProviderError("cancelled", input_tokens=estimate_request(request), usage_estimated=True)
 
@@ -395,11 +500,6 @@ class Candidates:
         if found is None:
             raise StopIteration
         return found
-
-    def retry(self, step: Step) -> None:
-        """Offer `step` again next (after waiting out a short Retry-After)."""
-        self._i -= 1
-        assert self._steps[self._i] == step
 
     def peek_hedge(self) -> tuple[Step, float] | None:
         """The next eligible step, taken out of the sequence (for a hedge)."""

@@ -1,135 +1,126 @@
-"""Streaming replies through the chain.
+"""Joining the attempts of one streamed answer so the customer never sees text twice.
 
 Failover is free until the first chunk reaches the customer. After that, chunks are
-append-only: a stream cut mid-way is never restarted from scratch (the customer
-would see the same words twice, FIELD_NOTES) and never left truncated. The next
-step is asked to *continue* the partial text (Claude 4.5 and older by assistant prefill,
-which newer Claude models refuse; every other model by an explicit instruction), and only
-its continuation is appended. If no provider
-can continue in time, the answer is *replaced* by the templates' reply — the final
-`Reply.text` is authoritative — and `Reply.meta["stream"]` says which happened.
+append-only: a stream cut mid-way is never left truncated. The next step is asked to
+*continue* the partial text (Claude 4.5 and older by assistant prefill, which newer
+Claude models refuse; every other model by an explicit instruction). Models asked to
+continue often start over instead (FIELD_NOTES: `The quick brown` then `The quick brown
+fox …` again), so the taking-over attempt's first words are held back until it is clear
+what it did:
 
-Every read from a provider is bounded by the attempt's share of the deadline; the
-deadline is enforced here because a streaming tier runs outside `handle()`'s timeout.
+- it continued: its text is appended;
+- it started over with the very words shown: the repeat is dropped and only what is
+  new is appended — seamless;
+- it started over in other words: a `StreamReset` withdraws what was shown, then its
+  text follows from the start.
+
+If no provider can finish in time, the chain's fallback (the templates) replaces the
+answer; the final `Reply.text` is authoritative and `Reply.meta["stream"]` says which
+happened. The attempts themselves (deadline, breakers, accounting) are run by
+`ChainTier.run_attempt`, the same runner as for answers that are not streamed.
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import time
-from collections.abc import AsyncIterator
-from typing import Any
+import re
 
-from ..models import Event, Reply
-from ..turn import TurnContext
-from . import errors as E
-from .chain import ChainTier, Outcome, cancelled
-from .providers.base import Completion
+from ..models import StreamReset
+from .providers.base import Request
 
-__all__ = ["stream_reply"]
+__all__ = ["Splice"]
+
+_WORD = re.compile(r"\w+")
+JUDGE_AFTER = 3  # words past the longest repeat a restart may open with ("Sure! …")
 
 
-async def stream_reply(chain: ChainTier, event: Event, turn: TurnContext) -> AsyncIterator[str | Reply]:
-    request = chain.prompt.build(event, turn.history)
-    chain.hedge_budget.count_request()
-    shown: list[str] = []          # every chunk already yielded, in order
-    cut: list[str] = []            # steps whose stream broke after producing text
-    candidates = chain.candidates(event, turn)
-    pending: Outcome | None = None
-    rate_tries: dict = {}
-    for step, budget in candidates:
-        chain._log_failure(pending, next_=step.provider)
-        pending = None
-        so_far = "".join(shown)
-        req = dataclasses.replace(request, continue_from=so_far) if so_far else request
-        host, model = chain.breakers.host(step.provider), chain.breakers.get(step.provider, step.model)
-        probes = (host.acquire(), model.acquire())
-        watch = chain.hosts[step.provider]
-        ticket = watch.start()
-        loop = asyncio.get_running_loop()
-        ends_at = loop.time() + budget
-        t0 = time.perf_counter()
-        first_token: float | None = None
-        produced = 0
-        completion: Completion | None = None
-        error: E.ProviderError | None = None
-        agen = chain.providers[step.provider].stream(step.model, req, budget + 1.0)
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout_at(ends_at):
-                        if ticket.answered:
-                            item = await agen.__anext__()
-                        else:  # nothing from the host yet: leave it if it stalls
-                            item = await watch.watch(ticket, agen.__anext__())
-                except StopAsyncIteration:
-                    break
-                if not ticket.answered:
-                    watch.answered(ticket)
-                if isinstance(item, Completion):
-                    completion = item
-                    continue
-                if first_token is None:
-                    first_token = time.perf_counter() - t0
-                produced += 1
-                shown.append(item)
-                yield item
-        except E.ProviderError as e:
-            error = e
-        except TimeoutError:
-            error = E.ProviderError(E.STREAM_CUT if produced else E.TIMEOUT,
-                                    f"timeout: no {'end' if produced else 'answer'} within {budget:.2f}s")
-        except (asyncio.CancelledError, GeneratorExit):
-            host.release(probes[0])
-            model.release(probes[1])
-            watch.end(ticket)
-            chain.record(turn, Outcome(step, None, cancelled(req), time.perf_counter() - t0))
-            raise
-        except Exception as e:
-            error = E.ProviderError(E.MALFORMED, type(e).__name__)
-        finally:
-            await _close(agen)
-        if error is None and completion is None:
-            error = E.ProviderError(E.MALFORMED, "stream ended without a final message")
-        if error is not None and produced and error.outcome != E.STREAM_CUT:
-            error.detail = f"{error.outcome}: {error.detail}"
-            error.outcome = E.STREAM_CUT
-        if error is not None and error.partial == "" and produced:
-            error.partial = "".join(shown[-produced:])
-        outcome = Outcome(step, completion if error is None else None, error, time.perf_counter() - t0)
-        chain.settle(outcome, probes, turn, first_token_s=first_token, ticket=ticket)
-        if error is None:
-            meta: dict[str, Any] = {}
-            if cut:
-                meta["stream"] = {"cut": cut, "completed_by": str(step)}
-            reply = chain._reply(outcome, turn, **meta)
-            reply.text = "".join(shown)  # exactly what was streamed: prefix + continuation
-            yield reply
-            return
-        pending = outcome
-        if produced:
-            cut.append(str(step))
-        elif (wait := chain.rate_wait(outcome, turn, rate_tries.get(step, 0))) is not None:
-            # Nothing shown yet and a short Retry-After: wait it out, same model.
-            chain._log_failure(outcome, next_=f"{step.provider} after {wait:g}s")
-            pending = None
-            rate_tries[step] = rate_tries.get(step, 0) + 1
-            await asyncio.sleep(wait)
-            candidates.retry(step)
-            continue
-        if error.outcome == E.CONTENT_FILTERED and not chain.settings.filter_fallthrough:
-            break
-        candidates.failed(outcome)
-    chain._log_failure(pending, next_="templates")
-    if shown and chain.fallback is not None:
-        # Text reached the customer but nobody could finish it: replace it, and say so.
-        reply = await chain.fallback.answer(event, turn)
-        reply.meta["stream"] = {"cut": cut, "replaced_by": reply.tier, "shown": "".join(shown)}
-        yield reply
+class Splice:
+    """What the customer has been shown of one streamed answer, and how the next
+    attempt's text joins it. `begin()` before each attempt, `feed()` each chunk,
+    `finish()` when it answered, `abandon()` when it failed."""
+
+    __slots__ = ("text", "_held")
+
+    def __init__(self) -> None:
+        self.text = ""                  # every chunk shown so far (since the last reset)
+        self._held: str | None = None   # a taking-over attempt's text not yet judged
+
+    def begin(self) -> None:
+        """A new attempt starts; after a cut, its text is held back until judged."""
+        self._held = "" if self.text else None
+
+    def request(self, base: Request) -> Request:
+        """What to ask: to continue the text shown, if any."""
+        return dataclasses.replace(base, continue_from=self.text) if self.text else base
+
+    def feed(self, chunk: str) -> list[str | StreamReset]:
+        """Take one chunk of the current attempt; return what to show now."""
+        if self._held is None:
+            return self._show(chunk)
+        self._held += chunk
+        return self._judge(final=False)
+
+    def finish(self) -> list[str | StreamReset]:
+        """The attempt answered in full: release what is still held back."""
+        if self._held is None:
+            return []
+        return self._judge(final=True)
+
+    def abandon(self) -> None:
+        """The attempt failed: what it held back was never shown; forget it."""
+        self._held = None
+
+    # -- internals ----------------------------------------------------------------------
+    def _show(self, text: str) -> list[str | StreamReset]:
+        self.text += text
+        return [text] if text else []
+
+    def _judge(self, final: bool) -> list[str | StreamReset]:
+        held = self._held or ""
+        new, old = held.lstrip(), self.text.lstrip()
+        if new.startswith(old):  # started over with the same words: drop the repeat
+            self._held = None
+            return self._show(new[len(old):])
+        if old.startswith(new):
+            if not final:
+                return []  # the same words so far: keep holding
+            if new:  # its whole answer is a shorter start of what was shown
+                return self._restart(held)
+            self._held = None
+            return []
+        held_words, shown_words = _words(held, complete=final), _words(self.text, complete=True)
+        run = _restart_run(shown_words)
+        if not final and len(held_words) < run + JUDGE_AFTER:
+            return []
+        if _starts_over(held_words, shown_words, run):
+            return self._restart(held)
+        self._held = None
+        return self._show(held)
+
+    def _restart(self, held: str) -> list[str | StreamReset]:
+        self._held = None
+        self.text = ""
+        return [StreamReset("restarted"), *self._show(held)]
 
 
-async def _close(agen: Any) -> None:
-    try:
-        await agen.aclose()
-    except Exception:  # a provider's cleanup failing must not mask the real outcome
-        pass
+def _words(text: str, *, complete: bool) -> list[str]:
+    words = _WORD.findall(text.lower())
+    if not complete and words and not text[-1:].isspace() and text[-1:].isalnum():
+        words.pop()  # the last word may still be growing
+    return words
+
+
+def _restart_run(shown: list[str]) -> int:
+    """How many of the shown words, repeated near the start, make a restart: half of
+    them, at least 2 (or all, if fewer), at most 4."""
+    return min(len(shown), max(2, (len(shown) + 1) // 2), 4)
+
+
+def _starts_over(held: list[str], shown: list[str], run: int) -> bool:
+    """Does `held` open with `run` consecutive words of the start of `shown`?"""
+    if run == 0:
+        return False
+    for i in range(min(JUDGE_AFTER, len(held) - run + 1)):
+        for j in range(min(JUDGE_AFTER, len(shown) - run + 1)):
+            if held[i:i + run] == shown[j:j + run]:
+                return True
+    return False
