@@ -158,6 +158,19 @@ async def test_private_chat_streams_drafts_then_sends_the_final_text(tg, tmp_pat
     assert last_draft < next(c.at for c in tg.calls if c.method == "sendMessage")
 
 
+async def test_a_withdrawn_stream_is_replaced_in_the_draft_never_appended_to(tg, tmp_path):
+    from bot import StreamReset
+
+    config = make_config(tg.base_url, tmp_path / "data")
+    tier = StreamingEcho(["The ", "quick ", StreamReset("restarted"), "A fast ", "fox."], final="A fast fox.")
+    async with running(make_bot(config, tier), config) as (client, _):
+        await post_update(client, text_update(1, "stream please"))
+        await tg.wait_for(lambda f: f.texts(42))
+    drafts = [d["text"] for d in tg.sent("sendMessageDraft")]
+    assert drafts and set(drafts) <= {"The ", "The quick ", "A fast ", "A fast fox."}  # never "The quick A fast"
+    assert sent_texts(tg) == ["A fast fox."]
+
+
 async def test_groups_do_not_get_drafts(tg, tmp_path):
     config = make_config(tg.base_url, tmp_path / "data")
     tier = StreamingEcho(["a ", "b"])
