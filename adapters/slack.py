@@ -62,7 +62,7 @@ from bot.config import Config, ConfigError
 from bot.handoff.service import HandoffService
 from bot.handoff import Handoff
 from bot.logs import kv
-from bot.models import Event
+from bot.models import Event, Reply, StreamReset
 from bot.pipeline import SupportBot
 from bot.turn import Turn
 
@@ -80,6 +80,7 @@ from .slack_blocks import (
 )
 from .slack_commands import StaffCommands, TodayCounter
 from .slack_dedupe import SeenEvents
+from .slack_stream import StaffAnswerStream
 
 __all__ = ["SlackAdapter", "SlackSettings", "install", "attach_desk", "EVENTS_PATH"]
 
@@ -109,6 +110,9 @@ class SlackSettings:
     # Slack user IDs allowed to change what the bot tells customers (`/tierbot faq add|remove`).
     # Anyone in a workspace can run a slash command, so nobody may unless named here.
     faq_editors: frozenset[str] = frozenset()
+    # Staff answers stream into the thread once this many characters are waiting
+    # (0: never stream, post every answer whole). Shorter answers are posted whole.
+    stream_buffer_chars: int = 256
 
     @classmethod
     def from_config(cls, config: Config) -> "SlackSettings | None":
@@ -131,7 +135,8 @@ class SlackSettings:
         return cls(token=token, signing_secret=secret,  # type: ignore[arg-type]
                    staff_channel=config.get("SLACK_STAFF_CHANNEL"),  # type: ignore[arg-type]
                    api_url=api_url if api_url.endswith("/") else api_url + "/",
-                   report_channel=config.get("SLACK_REPORT_CHANNEL"), faq_editors=editors)
+                   report_channel=config.get("SLACK_REPORT_CHANNEL"), faq_editors=editors,
+                   stream_buffer_chars=config.get_int("SLACK_STREAM_BUFFER_CHARS", 256, minimum=0))
 
 
 def web_client(settings: SlackSettings) -> AsyncWebClient:
@@ -495,10 +500,27 @@ class SlackAdapter:
             await self.post(channel, "Ask me anything a customer might ask, "
                             "e.g. `@tierbot what is the refund policy?`", thread_ts=thread)
             return
-        reply = await self.bot.handle(Event(
+        question = Event(
             platform="slack", conversation_id=f"slack:{channel}:{thread}", user_id=event.get("user", ""),
-            text=text, message_id=event.get("ts"), route="staff", timestamp=time.time()))
+            text=text, message_id=event.get("ts"), route="staff", timestamp=time.time())
+        stream = StaffAnswerStream(self.client, channel=channel, thread_ts=thread, user=event.get("user"),
+                                   team=event.get("team") or event.get("user_team"),
+                                   buffer_chars=self.settings.stream_buffer_chars)
+        reply: Reply | None = None
+        async for item in self.bot.stream(question):
+            if isinstance(item, Reply):
+                reply = item
+            elif isinstance(item, StreamReset):
+                await stream.withdraw()  # appendStream cannot take text back: start afresh
+            else:
+                await stream.append(item)
+        assert reply is not None  # the pipeline always ends with a Reply
         summary, blocks = answer_message(reply, describe(reply))
+        # The chunks since the last reset add up to the reply's text: the streamed message
+        # only needs the context line under it.
+        if stream.text == reply.text and await stream.finish(blocks[1:]):
+            return
+        await stream.withdraw()
         await self.post(channel, summary, blocks, thread_ts=thread)
 
 

@@ -5,7 +5,8 @@ Web API (`/api/<method>`, what slack_sdk's `AsyncWebClient(base_url=...)` calls)
 - `Authorization: Bearer <token>` checked (`not_authed` / `invalid_auth`);
 - Slack's envelope: HTTP 200 with `{"ok": true, ...}` or `{"ok": false, "error": "..."}`,
   and HTTP 429 with a `Retry-After` header when rate limited (`fail_next`);
-- auth.test, chat.postMessage, chat.update, chat.postEphemeral, conversations.history,
+- auth.test, chat.postMessage, chat.update, chat.delete, chat.postEphemeral,
+  chat.startStream/appendStream/stopStream (append-only until stopped), conversations.history,
   conversations.replies, users.info; messages are kept per channel with threads;
 - every call is recorded (`calls`).
 
@@ -80,6 +81,7 @@ class FakeSlack:
 
     def __post_init__(self) -> None:
         self.messages: dict[str, list[dict[str, Any]]] = {}
+        self.deleted: list[dict[str, Any]] = []  # messages removed by chat.delete
         self._failures: dict[str, list[_Failure]] = {}
         self._ts = itertools.count(1)
         self._event_ids = itertools.count(1)
@@ -310,6 +312,61 @@ class FakeSlack:
                 if "blocks" in p:
                     msg["blocks"] = p["blocks"]
                 return {"channel": channel, "ts": ts, "text": msg["text"], "message": msg}
+        return {"error": "message_not_found"}
+
+    # chat.startStream / appendStream / stopStream: a streamed reply in a thread, append-only
+    # until stopped (https://docs.slack.dev/reference/methods/chat.startStream).
+    def _streamed(self, p: dict[str, Any]) -> str:
+        text = p.get("markdown_text") or ""
+        for chunk in p.get("chunks") or ():
+            if chunk.get("type") == "markdown_text":
+                text += chunk.get("text", "")
+        return text
+
+    def _m_chat_startStream(self, p: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel_id(p.get("channel"))
+        if channel not in self.channels:
+            return {"error": "channel_not_found"}
+        if not p.get("thread_ts"):
+            return {"error": "invalid_arguments"}
+        if not str(channel).startswith("D") and not (p.get("recipient_user_id") and p.get("recipient_team_id")):
+            return {"error": "invalid_arguments"}  # required when streaming to channels
+        msg = self._bot_post({"thread_ts": p["thread_ts"]}, self._next_ts())
+        msg["text"], msg["streaming"] = self._streamed(p), True
+        self.messages.setdefault(channel, []).append(msg)
+        return {"channel": channel, "ts": msg["ts"]}
+
+    def _stream_message(self, p: dict[str, Any]) -> dict[str, Any]:
+        for msg in self.messages.get(self._channel_id(p.get("channel")), []):
+            if msg["ts"] == str(p.get("ts", "")):
+                return msg if msg.get("streaming") else {"error": "message_not_in_streaming_state"}
+        return {"error": "message_not_found"}
+
+    def _m_chat_appendStream(self, p: dict[str, Any]) -> dict[str, Any]:
+        msg = self._stream_message(p)
+        if "error" not in msg:
+            msg["text"] += self._streamed(p)
+        return msg if "error" in msg else {"channel": p["channel"], "ts": msg["ts"]}
+
+    def _m_chat_stopStream(self, p: dict[str, Any]) -> dict[str, Any]:
+        msg = self._stream_message(p)
+        if "error" in msg:
+            return msg
+        msg["text"] += self._streamed(p)
+        msg["streaming"] = False
+        if p.get("blocks"):
+            msg["blocks"] = p["blocks"]
+        return {"channel": p["channel"], "ts": msg["ts"], "message": msg}
+
+    def _m_chat_delete(self, p: dict[str, Any]) -> dict[str, Any]:
+        channel, ts = self._channel_id(p.get("channel")), str(p.get("ts", ""))
+        for msg in self.messages.get(channel, []):
+            if msg["ts"] == ts:
+                if msg.get("bot_id") != BOT_ID:
+                    return {"error": "cant_delete_message"}
+                self.messages[channel].remove(msg)
+                self.deleted.append(msg)
+                return {"channel": channel, "ts": ts}
         return {"error": "message_not_found"}
 
     def _m_chat_postEphemeral(self, p: dict[str, Any]) -> dict[str, Any]:
