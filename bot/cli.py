@@ -16,7 +16,7 @@ from .models import Event, Reply, Suggestion
 from .storage.postgres.migrations import SchemaError
 from .storage.settings import StorageUnavailable
 
-__all__ = ["main", "describe", "numbered", "COMMANDS"]
+__all__ = ["main", "describe", "numbered", "sources_line", "COMMANDS"]
 
 # "module:function" registering extra subcommands.
 COMMANDS: tuple[str, ...] = (
@@ -25,6 +25,7 @@ COMMANDS: tuple[str, ...] = (
     "adapters.cli:register",
     "faq_cache.cli:register",
     "bot.storage.cli:register",
+    "faq_cache.kb_cli:register",
 )
 
 
@@ -54,6 +55,9 @@ def _number_picked(offered: tuple[Suggestion, ...], text: str) -> Suggestion | N
     if text.isdigit() and 1 <= int(text) <= len(offered):
         return offered[int(text) - 1]
     return None
+def sources_line(reply: Reply) -> str:
+    """What the LLM was given to answer from: `sources: faq:ab12 "Title"; kb:cd34 "Title"`."""
+    return "sources: " + "; ".join(f"{s.id} {s.title!r}" for s in reply.sources)
 
 
 async def _chat(args: argparse.Namespace) -> int:
@@ -88,6 +92,8 @@ async def _chat(args: argparse.Namespace) -> int:
             offered = reply.suggestions
             listed = f"\n{numbered(offered)}\n     (type a number to pick one)" if offered else ""
             print(f"bot> {reply.text}{listed}\n     {describe(reply)}", flush=True)
+            if reply.sources:
+                print(f"     {sources_line(reply)}", flush=True)
 
 
 async def _ask(args: argparse.Namespace) -> int:
@@ -104,6 +110,8 @@ async def _ask(args: argparse.Namespace) -> int:
         if reply.suggestions:
             print(numbered(reply.suggestions, indent="  "))
         print(describe(reply), file=sys.stderr)
+        if reply.sources:
+            print(sources_line(reply), file=sys.stderr)
     return 0
 
 

@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Attachment", "Event", "Attempt", "Reply", "StreamReset", "Suggestion", "Tier"]
+__all__ = ["Attachment", "Event", "Attempt", "Reply", "Source", "StreamReset", "Suggestion", "Tier"]
 
 Tier = Literal["cache", "llm", "template", "staff"]
 
@@ -79,6 +79,18 @@ class Attempt:
     retry_after: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One piece of the operator's knowledge given to the LLM as reference material.
+
+    `id` is prefixed by its kind: "faq:<entry id>" for an FAQ entry, "kb:<passage id>"
+    for a passage of an imported document; `title` is what an operator recognises it by.
+    """
+
+    id: str
+    title: str
+
+
 @dataclass(slots=True)
 class Reply:
     """What the bot answered, who answered it, what it cost and what failed on the way.
@@ -102,6 +114,8 @@ class Reply:
     # FAQ entries the customer may have meant, offered with a templates answer; each
     # front end shows them its own way (Telegram buttons, a numbered list).
     suggestions: tuple[Suggestion, ...] = ()
+    # The FAQ entries and knowledge passages the LLM was given to answer from (LLM replies only).
+    sources: tuple[Source, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

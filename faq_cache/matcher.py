@@ -184,6 +184,29 @@ class Matcher:
             return self.bias.copy()
         return np.asarray(vals) @ self.weights[idx] + self.bias
 
+    def retrieve(self, text: str, k: int, *, normalized: bool = False) -> list[tuple[str, float]]:
+        """The `k` entries that best match `text` as (entry id, score), best first.
+
+        For the LLM's reference material (faq_cache.retrieval), not for answering: there is
+        no threshold and no background class. It ranks by the same `scores()` as `match()`,
+        so whatever improves matching improves retrieval too; an exact variant comes first."""
+        q = text if normalized else normalize(text)
+        if not q or not self.labels or k <= 0:
+            return []
+        s = self.scores(q)
+        order = np.argsort(s)[::-1]
+        out: list[tuple[str, float]] = []
+        exact = self.exact.get(q)
+        if exact is not None:
+            out.append((exact, float(s[self.labels.index(exact)])))
+        for i in order:
+            label = self.labels[int(i)]
+            if len(out) >= k:
+                break
+            if label != BACKGROUND and label != exact:
+                out.append((label, float(s[int(i)])))
+        return out
+
     def match(self, text: str, *, threshold: float | None = None, normalized: bool = False) -> Match:
         """Score `text`; `accepted` only when it is sure (see the module docstring)."""
         threshold = self.threshold if threshold is None else threshold

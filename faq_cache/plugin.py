@@ -1,10 +1,12 @@
 """Installs the FAQ/greeting cache: its tier, the learned-cache listener, the "Did you mean…?"
-amender and services["faq"] / ["faq_suggestions"]."""
+amender and services["faq"] / ["faq_suggestions"] / ["retriever"] (FAQ entries and knowledge
+passages for the LLM prompt)."""
 from __future__ import annotations
 
 from bot.app import BotParts
 
 from .learned import LearnedCache, LearnedCacheListener
+from .retrieval import KnowledgeRetriever
 from .settings import FaqSettings
 from .store import FaqStore
 from .suggestions import Suggestions
@@ -31,5 +33,7 @@ def install(parts: BotParts) -> None:
     parts.amenders.append(suggestions)
     parts.resources.extend([store, learned])
     parts.services["faq"] = store
+    parts.services["retriever"] = KnowledgeRetriever(store)  # the LLM's reference material
+    store.knowledge.warm()
     parts.services["faq_learned"] = learned
     parts.services["faq_suggestions"] = suggestions

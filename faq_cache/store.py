@@ -1,4 +1,5 @@
-"""The FAQ store: entries, the fitted matcher and the hit counters, in diskcache.
+"""The FAQ store: entries, the fitted matcher, the hit counters and (`.knowledge`) the
+imported documents' passages, in diskcache.
 
 diskcache keeps everything in SQLite under TIERBOT_DATA_DIR, so several worker
 processes on one machine share one FAQ (and its counters) and nothing is lost on
@@ -17,6 +18,7 @@ import diskcache
 from bot.logs import kv
 
 from .entries import FaqEntry, entry_id_for
+from .knowledge import KnowledgeStore
 from .matcher import MODEL_VERSION, Matcher
 from .normalize import normalize
 
@@ -48,6 +50,8 @@ class FaqStore:
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         self._closed = False
+        # Imported documents' passages live beside the entries (same cache, own keys).
+        self.knowledge = KnowledgeStore(self.cache)
 
     def close(self) -> None:
         if self._closed:

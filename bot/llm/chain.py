@@ -91,7 +91,7 @@ class ChainTier:
         Streaming adds one rule: failover is free until text reached the customer; after
         a cut the next step is asked to continue what was shown (`Splice`), and if nobody
         can finish it the fallback tier's answer replaces it."""
-        request = self.prompt.build(event, turn.history)
+        request = self.prompt.build(event, turn)
         self.hedge_budget.count_request()
         candidates = self.candidates(event, turn)
         splice = Splice()

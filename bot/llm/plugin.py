@@ -2,7 +2,9 @@
 
 Adds `services["prices"]` (PriceBook), `services["breakers"]` (BreakerBoard) and an
 empty `services["provider_gates"]` list for later plugins (e.g. the budget cap), then
-the chain tier itself when at least one provider has a key.
+the chain tier itself when at least one provider has a key. The prompt builder gets
+`services["retriever"]` (installed by the FAQ cache, listed before this plugin) when
+retrieval is on (`TIERBOT_RAG_PASSAGES` > 0).
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from ..pricing import PriceBook
 from ..templates_tier import TemplateTier
 from .breaker import BreakerBoard
 from .chain import ChainTier
-from .prompt import PromptBuilder
+from .prompt import REFERENCE_NOTE, PromptBuilder
+from .reference import RagSettings, SourcesAmender
 from .providers.base import Provider
 from .routes import BASE_URL_VARS, KEY_VARS, LLMSettings
 
@@ -73,7 +76,12 @@ def install(parts: "BotParts") -> None:
         log.warning(kv(tier="llm", status="off", reason="no provider has an API key; cache and templates answer"))
         return
     log.info(kv(tier="llm", chain=",".join(p for p in settings.chain if p in providers)))
-    chain = ChainTier(providers, settings, PromptBuilder(parts.renderer, max_tokens=settings.max_tokens),
+    rag = RagSettings.from_config(config)
+    retriever = parts.services.get("retriever") if rag.enabled else None
+    prompt = PromptBuilder(parts.renderer, max_tokens=settings.max_tokens, retriever=retriever, rag=rag)  # type: ignore[arg-type]
+    if retriever is not None:
+        parts.amenders.append(SourcesAmender(REFERENCE_NOTE))
+    chain = ChainTier(providers, settings, prompt,
                       prices, breakers, parts.services, fallback=TemplateTier(parts.renderer))
     parts.services["llm"] = chain
     parts.llm.append(chain)
