@@ -24,7 +24,7 @@ async def run_polling(config: Config, stop: asyncio.Event) -> int:
     from .telegram import TelegramAdapter
 
     drain_s = config.get_float("TIERBOT_DRAIN_TIMEOUT_S", 25.0, minimum=0.0)
-    async with build_bot(config) as bot:
+    async with build_bot(config, serving=True) as bot:
         store = DurableStore.in_dir(config.data_dir)
         telegram = TelegramAdapter.from_config(bot, config, store)
         desk = attach_desk(bot, config)  # handoffs still reach staff in Slack from this worker

@@ -316,7 +316,7 @@ async def serve(config: Config, *, host: str = "0.0.0.0", port: int | None = Non
     port = port if port is not None else config.get_int("PORT", 8080, minimum=0)
     stop = asyncio.Event()
     install_stop_signals(stop)
-    async with build_bot(config) as bot:
+    async with build_bot(config, serving=True) as bot:
         server = Server(bot, config)
         await server.run(host, port, stop)
     return 0

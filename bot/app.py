@@ -14,6 +14,7 @@ from typing import Callable
 from .config import Config
 from .history import HistoryStore
 from .pipeline import SupportBot
+from .profile import SampleContactScrubber, announce_sample_profile, uses_sample_profile, without_sample_contacts
 from .rendering import Renderer
 from .storage.backend import Storage
 from .tiers import ReplyAmender, ReplyListener, Tier
@@ -55,14 +56,23 @@ def _load(spec: str) -> Callable[[BotParts], None]:
     return getattr(importlib.import_module(module), func)
 
 
-def build_bot(config: Config, plugins: tuple[str, ...] | None = None) -> SupportBot:
+def build_bot(config: Config, plugins: tuple[str, ...] | None = None, *, serving: bool = False) -> SupportBot:
+    """`serving`: the bot answers real customers (`tierbot serve`/`poll`), not a console demo.
+    Then the shipped sample business profile is announced loudly and its placeholder
+    contacts never reach a customer (bot/profile.py)."""
     renderer = Renderer.from_config(config)
+    sample = uses_sample_profile(config)
+    if serving and sample:
+        announce_sample_profile("serve")
+        renderer.profile = without_sample_contacts(renderer.profile)
     storage = Storage(config)
     parts = BotParts(config=config, renderer=renderer, storage=storage)
-    parts.services.update(config=config, renderer=renderer, storage=storage)
+    parts.services.update(config=config, renderer=renderer, storage=storage, sample_profile=sample)
     for spec in PLUGINS if plugins is None else plugins:
         _load(spec)(parts)
     parts.resources.append(storage)  # last: its connections close after every store has flushed
+    if serving and sample:
+        parts.amenders.append(SampleContactScrubber())  # last: sees the text as it will be sent
     tiers: list[Tier] = [*parts.gates, *parts.cache, *parts.llm, TemplateTier(renderer)]
     return SupportBot(
         tiers,

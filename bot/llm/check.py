@@ -22,12 +22,15 @@ PING = Request(system="You are a health check. Reply with the single word: pong.
 async def run_check(args: argparse.Namespace) -> int:
     from ..config import Config
     from ..pricing import PriceBook
+    from ..profile import SAMPLE_WARNING, uses_sample_profile
     from .plugin import build_providers
 
     config = Config.from_env()
     prices = PriceBook.load(config)
     settings = LLMSettings.from_config(config)
     timeout = args.timeout
+    if uses_sample_profile(config):
+        print(f"WARNING: {SAMPLE_WARNING}")
     print(f"chain: {' -> '.join(settings.chain)}")
     providers = build_providers(config, settings, announce=False)
     answered = 0
