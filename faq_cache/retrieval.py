@@ -26,7 +26,8 @@ PASSAGE_FLOOR = 0.05
 
 
 def entry_passage(entry_id: str, question: str, answer: str, score: float) -> Passage:
-    return Passage(f"faq:{entry_id}", question, f"Q: {question}\nA: {answer}", score)
+    """An FAQ entry as reference: titled by its first question, its text is the answer."""
+    return Passage(f"faq:{entry_id}", question, answer, score)
 
 
 class KnowledgeRetriever:

@@ -107,7 +107,7 @@ async def test_entries_and_passages_reach_the_request_and_reply_sources_name_the
     assert user.endswith("Customer's message:\nwhen will my package arrive, it is late")
     ids = reference_ids(user)
     assert ids[0] == f"faq:{shipping.id}"  # the delivery entry first
-    assert f"A: {shipping.answer}" in user
+    assert f'title="{shipping.questions[0]}">\n{shipping.answer}\n</source>' in user
     assert [s.id for s in parcel.sources] == ids  # exactly what was given, in order
     assert Source(f"faq:{shipping.id}", shipping.questions[0]) in parcel.sources
 
