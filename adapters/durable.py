@@ -21,9 +21,13 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-__all__ = ["DurableStore"]
+__all__ = ["Clock", "DurableStore"]
 
 T = TypeVar("T")
+
+# Wall-clock seconds (`time.time` in production). The inbox, outbox and Slack dedupe take
+# one as a parameter so their leases, backoffs and pauses can be driven by a test.
+Clock = Callable[[], float]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (

@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from .durable import DurableStore
+from .durable import Clock, DurableStore
 
 __all__ = ["Inbox", "InboxItem", "mark_done"]
 
@@ -27,24 +27,25 @@ class InboxItem:
     attempts: int
 
 
-def mark_done(db: sqlite3.Connection, key: str) -> None:
+def mark_done(db: sqlite3.Connection, key: str, now: float) -> None:
     """Mark an update answered, inside a caller's transaction (e.g. with its outbox rows)."""
-    db.execute("UPDATE inbox SET state='done', done_at=?, lease_until=0 WHERE key=?", (time.time(), key))
+    db.execute("UPDATE inbox SET state='done', done_at=?, lease_until=0 WHERE key=?", (now, key))
 
 
 class Inbox:
-    def __init__(self, store: DurableStore, *, lease_s: float = 60.0, owner: str | None = None) -> None:
+    def __init__(self, store: DurableStore, *, lease_s: float = 60.0, owner: str | None = None,
+                 clock: Clock = time.time) -> None:
         self.store = store
         self.lease_s = lease_s
+        self.clock = clock
         # Leases carry their holder, so a process that waited too long to start on an update
         # sees that another one has taken it over (web + worker sharing a data dir).
         self.owner = owner or uuid.uuid4().hex
 
     async def record(self, key: str, body: str) -> bool:
         """Durably record an update and lease it to the caller. False if it was seen before."""
-        now = time.time()
-
         def _insert(db: sqlite3.Connection) -> bool:
+            now = self.clock()  # at commit: a write may wait in the store's queue under load
             cur = db.execute(
                 "INSERT OR IGNORE INTO inbox(key, body, received, state, lease_until, owner) "
                 "VALUES (?,?,?, 'pending', ?, ?)", (key, body, now, now + self.lease_s, self.owner))
@@ -54,9 +55,8 @@ class Inbox:
 
     async def claim_pending(self, limit: int = 100) -> list[InboxItem]:
         """Updates recorded but not answered whose lease has run out (e.g. after a crash)."""
-        now = time.time()
-
         def _claim(db: sqlite3.Connection) -> list[InboxItem]:
+            now = self.clock()
             rows = db.execute(
                 "SELECT key, body, attempts FROM inbox WHERE state='pending' AND lease_until<=? "
                 "ORDER BY received LIMIT ?", (now, limit)).fetchall()
@@ -69,9 +69,8 @@ class Inbox:
     async def take(self, key: str) -> bool:
         """Confirm (and renew) our lease just before answering. False when the update was
         answered meanwhile, or another process took it over after our lease ran out."""
-        now = time.time()
-
         def _take(db: sqlite3.Connection) -> bool:
+            now = self.clock()
             cur = db.execute("UPDATE inbox SET lease_until=?, owner=? WHERE key=? AND state='pending' "
                              "AND (owner=? OR owner IS NULL OR lease_until<=?)",
                              (now + self.lease_s, self.owner, key, self.owner, now))
@@ -80,13 +79,15 @@ class Inbox:
         return await self.store.run(_take)
 
     async def done(self, key: str) -> None:
-        await self.store.run(lambda db: mark_done(db, key))
+        now = self.clock()
+        await self.store.run(lambda db: mark_done(db, key, now))
 
     async def failed(self, key: str, *, retry_in: float = 5.0) -> bool:
         """Count a failed try; retried after `retry_in` s, parked after MAX_ATTEMPTS. True if parked."""
+        retry_at = self.clock() + retry_in
+
         def _fail(db: sqlite3.Connection) -> bool:
-            db.execute("UPDATE inbox SET attempts=attempts+1, lease_until=? WHERE key=?",
-                       (time.time() + retry_in, key))
+            db.execute("UPDATE inbox SET attempts=attempts+1, lease_until=? WHERE key=?", (retry_at, key))
             db.execute("UPDATE inbox SET state='failed' WHERE key=? AND attempts>=?", (key, MAX_ATTEMPTS))
             row = db.execute("SELECT state FROM inbox WHERE key=?", (key,)).fetchone()
             return bool(row and row[0] == "failed")

@@ -29,7 +29,7 @@ from typing import Any
 from bot.logs import kv
 from bot.secrets import redact
 
-from .durable import DurableStore
+from .durable import Clock, DurableStore
 from .inbox import mark_done
 
 __all__ = ["Outbox", "OutboxRow", "Call", "RetryLater", "Transient", "Permanent", "Sender"]
@@ -71,8 +71,9 @@ class OutboxRow:
 
 class Outbox:
     def __init__(self, store: DurableStore, *, concurrency: int = 16, lease_s: float = 60.0,
-                 backoff_base_s: float = 0.5, backoff_max_s: float = 60.0) -> None:
+                 backoff_base_s: float = 0.5, backoff_max_s: float = 60.0, clock: Clock = time.time) -> None:
         self.store = store
+        self.clock = clock
         self.senders: dict[str, Sender] = {}
         self.concurrency = concurrency
         self.lease_s = lease_s
@@ -81,6 +82,10 @@ class Outbox:
         self._wake = asyncio.Event()
         self._paused_until = 0.0
         self._inflight: set[asyncio.Task[None]] = set()
+        # Rows this process is sending or has sent and not yet deleted. The claim skips
+        # them even when their lease has run out (a slow commit under load): without this
+        # the same reply went out twice from one process.
+        self._sending: set[int] = set()
         self._reserved = 0  # send slots promised to replies being written (enqueue with send_now)
         self._stopping = False
         self._runner: asyncio.Task[None] | None = None
@@ -102,7 +107,7 @@ class Outbox:
         With `send_now`, while sending runs and has room, the first call is leased in the
         same transaction and sent straight away — unless that chat has older unsent rows
         (they go first, through the claim loop) or sending is paused by a 429."""
-        now = time.time()
+        now = self.clock()
         chat_id = str(chat_id)
         payloads = [(method, params, json.dumps(params, ensure_ascii=False)) for method, params in calls]
         direct = (send_now and bool(payloads) and self._runner is not None and not self._stopping
@@ -119,14 +124,16 @@ class Outbox:
                                  (platform, chat_id, method, payload, now, origin, now))
                 first = cur.lastrowid if first is None else first
             if done_key is not None:
-                mark_done(db, done_key)
+                mark_done(db, done_key, now)
             if not direct or first is None:
                 return None
             older = db.execute("SELECT 1 FROM outbox WHERE state='pending' AND platform=? AND chat_id=? AND id<? "
                                "LIMIT 1", (platform, chat_id, first)).fetchone()
             if older is not None:
                 return None
-            db.execute("UPDATE outbox SET lease_until=? WHERE id=?", (now + self.lease_s, first))
+            # The lease runs from the commit, not from the call: the write may have waited
+            # in the store's queue.
+            db.execute("UPDATE outbox SET lease_until=? WHERE id=?", (self.clock() + self.lease_s, first))
             method, params, _ = payloads[0]
             return OutboxRow(first, platform, chat_id, method, params, 0, origin)
 
@@ -151,6 +158,10 @@ class Outbox:
         self._wake.set()
 
     # -- sending --------------------------------------------------------------------
+    def wake(self) -> None:
+        """Look for due rows now (e.g. after a test's clock has moved on)."""
+        self._wake.set()
+
     def start(self) -> None:
         if self._runner is None:
             self._stopping = False
@@ -192,16 +203,19 @@ class Outbox:
     async def _claim(self, limit: int) -> tuple[list[OutboxRow], float | None]:
         """Lease the oldest due row of each chat that is not being sent; also return when
         the next not-yet-due row becomes due."""
-        now = time.time()
         platforms = tuple(self.senders)
+        busy = frozenset(self._sending)
         marks = ",".join("?" * len(platforms))
 
         def _tx(db: sqlite3.Connection) -> tuple[list[OutboxRow], float | None]:
+            now = self.clock()  # when the claim runs, not when it was queued: see enqueue
             heads = ("SELECT o.id, o.platform, o.chat_id, o.method, o.payload, o.attempts, o.next_at, o.lease_until, "
                      "o.origin FROM outbox o JOIN (SELECT MIN(id) AS id FROM outbox WHERE state='pending' "
                      f"AND platform IN ({marks}) GROUP BY platform, chat_id) h ON o.id = h.id ORDER BY o.id")
             rows, next_due = [], None
             for r in db.execute(heads, platforms):
+                if r[0] in busy:  # its chat's head is on its way already
+                    continue
                 due = max(r[6], r[7])
                 if due > now:
                     next_due = due if next_due is None else min(next_due, due)
@@ -223,7 +237,7 @@ class Outbox:
         while not self._stopping:
             self._wake.clear()
             wait = 1.0
-            pause = self._paused_until - time.time()
+            pause = self._paused_until - self.clock()
             free = self.concurrency - len(self._inflight) - self._reserved
             if pause > 0:
                 wait = pause
@@ -232,14 +246,14 @@ class Outbox:
                     rows, next_due = await self._claim(free)
                 except Exception:
                     log.exception("outbox claim failed")
-                    rows, next_due = [], time.time() + 1.0
+                    rows, next_due = [], self.clock() + 1.0
                 if self._stopping:
                     await self._release([r.id for r in rows])
                     return
                 for row in rows:
                     self._start_send(row)
                 if next_due is not None:
-                    wait = min(wait, max(0.0, next_due - time.time()))
+                    wait = min(wait, max(0.0, next_due - self.clock()))
                 if rows:
                     continue  # claim more as soon as there is room
             try:
@@ -248,16 +262,21 @@ class Outbox:
                 pass
 
     def _start_send(self, row: OutboxRow) -> None:
+        if row.id in self._sending:
+            # Claimed and written-for-direct-send at once (its lease ran out while the write
+            # waited for a slow commit): one send is on its way already.
+            return
         task = asyncio.create_task(self._send(row))
         self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        self._sending.add(row.id)
+        task.add_done_callback(lambda t: (self._inflight.discard(t), self._sending.discard(row.id)))
 
     async def _send(self, row: OutboxRow) -> None:
         sender = self.senders[row.platform]
         try:
             await sender(row.chat_id, row.method, row.payload)
         except RetryLater as e:
-            self._paused_until = max(self._paused_until, time.time() + e.retry_after)
+            self._paused_until = max(self._paused_until, self.clock() + e.retry_after)
             await self._reschedule(row, e.retry_after, f"rate_limited retry_after={e.retry_after}")
         except Permanent as e:
             await self._park(row, str(e))
@@ -271,7 +290,7 @@ class Outbox:
             await self.store.run(lambda db: db.execute("DELETE FROM outbox WHERE id=?", (row.id,)))
             self.sent += 1
             if self.on_delivered is not None and row.origin is not None:
-                self.on_delivered(row.platform, time.time() - row.origin)
+                self.on_delivered(row.platform, self.clock() - row.origin)
         finally:
             self._wake.set()
 
@@ -280,9 +299,10 @@ class Outbox:
         error = redact(error)[:500]
         log.warning(kv(outbox="retry", platform=row.platform, method=row.method, attempt=row.attempts + 1,
                        delay_s=round(delay, 2), error=error))
+        next_at = self.clock() + delay
         await self.store.run(lambda db: db.execute(
             "UPDATE outbox SET attempts=attempts+1, next_at=?, lease_until=0, last_error=? WHERE id=?",
-            (time.time() + delay, error, row.id)))
+            (next_at, error, row.id)))
 
     async def _park(self, row: OutboxRow, error: str) -> None:
         error = redact(error)[:500]

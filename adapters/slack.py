@@ -66,7 +66,7 @@ from bot.models import Event, Reply, StreamReset
 from bot.pipeline import SupportBot
 from bot.turn import Turn
 
-from .durable import DurableStore
+from .durable import Clock, DurableStore
 from .outbox import Outbox, Permanent, RetryLater, Transient
 from .slack_blocks import (
     RESOLVE_ACTION,
@@ -151,13 +151,15 @@ def web_client(settings: SlackSettings) -> AsyncWebClient:
 class SlackAdapter:
     """Slack transport for staff; implements the handoff's `StaffDesk`."""
 
-    def __init__(self, bot: SupportBot, settings: SlackSettings, *, data_dir: Path) -> None:
+    def __init__(self, bot: SupportBot, settings: SlackSettings, *, data_dir: Path,
+                 clock: Clock = time.time) -> None:
         self.bot = bot
         self.settings = settings
         self.client = web_client(settings)
-        self.seen = SeenEvents(Path(data_dir) / "slack_events.sqlite3")
+        self.clock = clock  # wall clock of the dedupe, the outbox and staff events
+        self.seen = SeenEvents(Path(data_dir) / "slack_events.sqlite3", clock=clock)
         self.store = DurableStore.in_dir(Path(data_dir), "slack.db")
-        self.outbox = Outbox(self.store, concurrency=4)
+        self.outbox = Outbox(self.store, concurrency=4, clock=clock)
         self.outbox.register(OUTBOX_PLATFORM, self._deliver)
         self.app = AsyncApp(client=self.client, signing_secret=settings.signing_secret,
                             process_before_response=True, logger=logging.getLogger("tierbot.slack.bolt"),
@@ -502,7 +504,7 @@ class SlackAdapter:
             return
         question = Event(
             platform="slack", conversation_id=f"slack:{channel}:{thread}", user_id=event.get("user", ""),
-            text=text, message_id=event.get("ts"), route="staff", timestamp=time.time())
+            text=text, message_id=event.get("ts"), route="staff", timestamp=self.clock())
         stream = StaffAnswerStream(self.client, channel=channel, thread_ts=thread, user=event.get("user"),
                                    team=event.get("team") or event.get("user_team"),
                                    buffer_chars=self.settings.stream_buffer_chars)

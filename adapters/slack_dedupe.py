@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .durable import Clock
+
 __all__ = ["SeenEvents"]
 
 KEEP_S = 24 * 3600
@@ -34,7 +36,8 @@ CREATE INDEX IF NOT EXISTS seen_events_pending ON seen_events(state, seen_at);
 
 
 class SeenEvents:
-    def __init__(self, path: Path | str, *, keep_s: float = KEEP_S) -> None:
+    def __init__(self, path: Path | str, *, keep_s: float = KEEP_S, clock: Clock = time.time) -> None:
+        self.clock = clock
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -63,14 +66,14 @@ class SeenEvents:
     async def claim(self, event_id: str, event: dict[str, Any] | None = None) -> bool:
         """True the first time an event id is seen (ever, across restarts); False after."""
         body = json.dumps(event) if event is not None else None
-        return await asyncio.to_thread(self._claim, event_id, body, time.time())  # type: ignore[arg-type]
+        return await asyncio.to_thread(self._claim, event_id, body, self.clock())  # type: ignore[arg-type]
 
     async def done(self, event_id: str) -> None:
         await asyncio.to_thread(self._run, "UPDATE seen_events SET state = 'done', body = NULL WHERE event_id = ?",
                                 (event_id,))
 
     def _take_stale(self, older_than_s: float) -> list[tuple[str, dict[str, Any]]]:
-        now = time.time()
+        now = self.clock()
         rows = self._run("SELECT event_id, body FROM seen_events WHERE state = 'pending' AND seen_at < ?"
                          " ORDER BY seen_at", (now - older_than_s,)).fetchall()
         taken = []

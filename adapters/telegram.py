@@ -46,7 +46,7 @@ from bot.rendering import Renderer
 
 from .admission import AdaptiveSlots
 from .claims import Claims
-from .durable import DurableStore
+from .durable import Clock, DurableStore
 from .inbox import Inbox
 from .outbox import Call, Outbox, Permanent, RetryLater, Transient
 from .telegram_http import AiohttpRequest
@@ -170,7 +170,7 @@ class TelegramAdapter:
     platform = PLATFORM
 
     def __init__(self, bot: SupportBot, settings: TelegramSettings, store: DurableStore, *,
-                 renderer: Renderer | None = None) -> None:
+                 renderer: Renderer | None = None, clock: Clock = time.time) -> None:
         self.bot = bot
         self.settings = settings
         self.store = store
@@ -181,9 +181,10 @@ class TelegramAdapter:
                             .request(AiohttpRequest(connection_pool_size=_pool_size(settings)))
                             .get_updates_request(AiohttpRequest(connection_pool_size=1))
                             .build())
-        self.inbox = Inbox(store, lease_s=settings.lease_s)
-        self.claims = Claims(store)
-        self.outbox = Outbox(store, lease_s=settings.lease_s, concurrency=settings.send_concurrency)
+        self.clock = clock  # wall clock of the inbox, the outbox and arrival times
+        self.inbox = Inbox(store, lease_s=settings.lease_s, clock=clock)
+        self.claims = Claims(store, clock=clock)
+        self.outbox = Outbox(store, lease_s=settings.lease_s, concurrency=settings.send_concurrency, clock=clock)
         self.outbox.register(PLATFORM, self._deliver)
         self.accepting = False
         self._tasks: dict[str, asyncio.Task[None]] = {}  # inbox key -> task answering it
@@ -327,7 +328,7 @@ class TelegramAdapter:
     async def accept(self, key: str, body: str, update: Update | None = None) -> bool:
         """Durably record an update, then start answering it. False for a redelivery.
         `update`: the body already parsed (the webhook has it), so it is not parsed twice."""
-        received = time.time()
+        received = self.clock()
         new = await self.inbox.record(key, body)
         if new:
             self._received[key] = received

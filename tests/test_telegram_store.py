@@ -7,6 +7,7 @@ import pytest
 
 from adapters.durable import DurableStore
 from adapters.inbox import Inbox
+from fake_clock import FakeClock
 
 
 async def test_concurrent_records_share_commits_and_all_survive_a_reopen(tmp_path):
@@ -48,12 +49,15 @@ async def test_a_failing_operation_rolls_back_only_itself(tmp_path):
 
 async def test_leases_have_owners_so_two_processes_never_both_answer(tmp_path):
     store = DurableStore.in_dir(tmp_path)
-    web, worker = Inbox(store, lease_s=0.2, owner="web"), Inbox(store, lease_s=0.2, owner="worker")
+    clock = FakeClock()
+    web = Inbox(store, lease_s=30, owner="web", clock=clock)
+    worker = Inbox(store, lease_s=30, owner="worker", clock=clock)
     try:
         assert await web.record("telegram:1", "{}")
+        clock.advance(29.9)
         assert await worker.claim_pending() == []  # web's lease is live
         assert await worker.take("telegram:1") is False
-        await asyncio.sleep(0.25)  # web stalled past its lease: the worker takes over
+        clock.advance(0.1)  # web stalled past its lease: the worker takes over
         assert [i.key for i in await worker.claim_pending()] == ["telegram:1"]
         assert await web.take("telegram:1") is False  # web must not answer it now
         assert await worker.take("telegram:1") is True
