@@ -99,6 +99,18 @@ async def post_update(client: TestClient, update: dict | bytes, secret: str | No
     return await client.post("/telegram/webhook", data=body, headers=headers)
 
 
+async def settled(server: Server, timeout: float = 60.0) -> None:
+    """Wait until the server's Telegram side is quiet: no update being answered, nothing
+    left to send. From then on nothing more goes out, so a duplicate would be visible."""
+    tg = server.telegram
+    assert tg is not None
+    end = asyncio.get_running_loop().time() + timeout
+    while tg.in_progress:
+        assert asyncio.get_running_loop().time() < end, f"{tg.in_progress} updates still being answered"
+        await asyncio.sleep(0.01)
+    assert await tg.outbox.wait_idle(max(0.0, end - asyncio.get_running_loop().time())), "replies left unsent"
+
+
 def inbox_rows(data_dir: Path) -> list[tuple]:
     store = DurableStore.in_dir(data_dir)
     try:
@@ -108,4 +120,4 @@ def inbox_rows(data_dir: Path) -> list[tuple]:
 
 
 __all__ = ["EchoTier", "StreamingEcho", "FakeTelegram", "SECRET", "make_config", "make_bot", "running",
-           "post_update", "inbox_rows"]
+           "post_update", "inbox_rows", "settled"]

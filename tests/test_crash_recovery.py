@@ -3,12 +3,19 @@ LLM providers on 127.0.0.1. Updates stream in through the webhook; the process i
 killed outright while replies are in flight; Telegram redelivers what it never got a
 200 for (and, as it may, some it did); the process starts again.
 
-Promises checked: every update that got a 200 is answered exactly once, none twice,
-none lost; the ledger is a sound SQLite file with no half-written reply (no attempt
-without its message, no message without its attempts) and no reply missing."""
+Promises checked: every update that got a 200 is answered, none lost; none twice except
+a reply Telegram accepted in the last moment before the kill, while its outbox row was
+still leased for sending (the Bot API has no idempotency key); the ledger is a sound
+SQLite file with no half-written reply (no attempt without its message, no message
+without its attempts) and no reply missing.
+
+No wall-clock window decides anything: the kill lands when replies are both out and in
+flight (watched, not timed), and the duplicate allowance is read from the dead process's
+outbox on disk, not from when calls arrived."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -18,16 +25,20 @@ import time
 from collections import Counter
 
 import aiohttp
+import pytest
 
 from fakes.llm_servers import FakeProviders, ok
 from fakes.telegram_api import FakeTelegram, text_update
-from fakes.procs import free_port, wait_http
+from fakes.procs import free_port, wait_http, wait_settled
 
 SECRET = "crash-test-secret_0123456789"
-UPDATES = 160
 RATE = 80.0  # updates per second
-
-
+SENT_BEFORE_KILL = 10  # replies out when the kill lands...
+IN_FLIGHT_AT_KILL = 10  # ...and acknowledged updates not answered yet
+OUTSTANDING = 40  # like a real client, the load waits when this many are unanswered
+AFTER_KILL = 40  # updates posted to the dead process (refused: Telegram redelivers them)
+MAX_UPDATES = 2_000  # the kill condition must come long before (fails clearly otherwise)
+START_TIMEOUT = 120.0  # a loaded 2-core machine can take this long to start a process
 
 
 async def post(http: aiohttp.ClientSession, base: str, update_id: int) -> int | None:
@@ -42,6 +53,7 @@ async def post(http: aiohttp.ClientSession, base: str, update_id: int) -> int | 
         return None
 
 
+@pytest.mark.timeout(600)  # two process starts and a recovery, on a loaded machine
 async def test_kill_9_mid_load_then_restart_answers_every_acked_update_exactly_once(tmp_path):
     data = tmp_path / "data"
     async with FakeTelegram() as tg, FakeProviders() as fp:
@@ -60,7 +72,7 @@ async def test_kill_9_mid_load_then_restart_answers_every_acked_update_exactly_o
             p = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", env=env, cwd=str(tmp_path),
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-            await wait_http(base + "/healthz")
+            await wait_http(base + "/healthz", timeout=START_TIMEOUT)
             return p
 
         status: dict[int, int | None] = {}
@@ -71,13 +83,29 @@ async def test_kill_9_mid_load_then_restart_answers_every_acked_update_exactly_o
                     status[i] = await post(http, base, i)
 
                 await send(1)  # warm: the first reply has gone out before the load starts
-                await tg.wait_for(lambda f: f.texts(10_001), timeout=30)
+                await tg.wait_for(lambda f: f.texts(10_001), timeout=START_TIMEOUT)
+
+                def answered() -> set[str]:
+                    return {str(p["chat_id"]) for p in tg.sent()}
+
+                def unanswered() -> int:
+                    return sum(1 for s in status.values() if s == 200) - len(answered())
+
+                def mid_flight() -> bool:
+                    return len(answered()) > SENT_BEFORE_KILL and unanswered() >= IN_FLIGHT_AT_KILL
+
                 tasks = []
-                killed_at, kill_time = None, 0.0
-                for i in range(2, UPDATES + 1):
+                i = 1
+                killed_at: int | None = None
+                # Updates stream in at RATE until replies are both out and in flight, whatever
+                # the machine's speed (a stalled first second only moves the kill later).
+                while killed_at is None or i < killed_at + AFTER_KILL:
+                    if killed_at is None and unanswered() >= OUTSTANDING:
+                        await tg.wait_for(lambda f: unanswered() < OUTSTANDING, timeout=START_TIMEOUT)
+                    i += 1
+                    assert i <= MAX_UPDATES, f"never mid-flight: {len(answered())} answered of {i} posted"
                     tasks.append(asyncio.create_task(send(i)))
-                    if i == UPDATES // 2:  # mid-load: replies in flight, more arriving
-                        await asyncio.sleep(0.15)
+                    if killed_at is None and mid_flight():
                         proc.kill()  # SIGKILL: no drain, no lease release, no flush
                         killed_at, kill_time = i, time.monotonic()
                     await asyncio.sleep(1 / RATE)
@@ -86,24 +114,43 @@ async def test_kill_9_mid_load_then_restart_answers_every_acked_update_exactly_o
             if proc.returncode is None:
                 proc.kill()
             await proc.wait()
+        updates = i
         acked = sorted(i for i, s in status.items() if s == 200)
         answered_before = Counter(str(p["chat_id"]) for p in tg.sent())
-        assert killed_at and 10 < len(acked) < UPDATES, f"the kill did not land mid-load: {len(acked)} acked"
-        assert 5 < len(answered_before) < len(acked), "the kill should catch replies both sent and in flight"
+        assert 10 < len(acked) < updates, f"the kill did not land mid-load: {len(acked)} acked"
+        assert SENT_BEFORE_KILL < len(answered_before) < len(acked), \
+            "the kill should catch replies both sent and in flight"
+        # What the dead process left: rows still pending in its outbox. Those it had leased
+        # were being sent at the kill; Telegram may have accepted one before "sent" committed.
+        with contextlib.closing(sqlite3.connect(data / "messages.db")) as outbox:
+            left = outbox.execute("SELECT chat_id, lease_until, attempts, last_error FROM outbox").fetchall()
+            leased = {str(r[0]) for r in outbox.execute(
+                "SELECT chat_id FROM outbox WHERE state='pending' AND lease_until > 0")}
+        # Only the dead process has sent so far: a chat in the window was answered by it.
+        in_flight_window = leased & {str(p["chat_id"]) for p in tg.sent()}
+        # Telegram may redeliver an update it did get a 200 for (its response was lost):
+        # a few answered for sure, and a few acked but not answered yet.
+        done = [i for i in acked if str(10_000 + i) in answered_before and str(10_000 + i) not in in_flight_window]
+        not_yet = [i for i in acked if str(10_000 + i) not in answered_before]
+        assert done and not_yet, (done, not_yet)
+        twice_told = done[:5] + not_yet[-5:]
 
         # Restart. Telegram redelivers every update it got no 200 for, and (as it may after a
         # lost response) a few it did get a 200 for.
         proc = await start()
         try:
             async with aiohttp.ClientSession() as http:
-                redeliver = [i for i in range(1, UPDATES + 1) if status[i] != 200] + acked[:5] + acked[-5:]
+                redeliver = [i for i in range(1, updates + 1) if status[i] != 200] + twice_told
                 results = await asyncio.gather(*(post(http, base, i) for i in redeliver))
                 assert all(r == 200 for r in results), Counter(results)
 
                 def all_answered(f: FakeTelegram) -> bool:
-                    return len({str(p["chat_id"]) for p in f.sent()}) >= UPDATES
-                await tg.wait_for(all_answered, timeout=60)
-                await asyncio.sleep(2.0)  # leases are 1 s: long enough for any duplicate to appear
+                    return len({str(p["chat_id"]) for p in f.sent()}) >= updates
+                await tg.wait_for(all_answered, timeout=START_TIMEOUT)
+                # Once nothing is pending in the inbox or the outbox (the first process's
+                # leases included), nothing more will be sent: a duplicate, if the code
+                # made one, has been sent by now.
+                await wait_settled(data, timeout=START_TIMEOUT)
         finally:
             proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), 60)
@@ -113,16 +160,16 @@ async def test_kill_9_mid_load_then_restart_answers_every_acked_update_exactly_o
     # The one duplicate the design cannot rule out: Telegram accepted a sendMessage in the
     # last moments before the kill, before the outbox could commit "sent" (the Bot API has
     # no idempotency key). Any other duplicate — a redelivered update, a recovered reply
-    # sent twice — is a bug.
-    first_send = {}
-    for call in tg.calls:
-        if call.method == "sendMessage" and call.status == 200:
-            first_send.setdefault(str(call.params["chat_id"]), call.at)
-    outside = {c: n for c, n in twice.items() if not (kill_time - 0.3 <= first_send[c] <= kill_time + 0.05)}
-    assert not outside, f"answered more than once: {outside}"
-    assert len(twice) <= 2 and all(n == 2 for n in twice.values()), twice
-    assert not any(str(10_000 + i) in twice for i in acked[:5]), "a redelivered update was answered again"
-    assert set(per_chat) == {str(10_000 + i) for i in range(1, UPDATES + 1)}
+    # sent twice, a reply sent but never marked — is a bug.
+    outside = {c: n for c, n in twice.items() if c not in in_flight_window}
+    sends = [(c.params.get("chat_id"), round(c.at - kill_time, 3), c.status) for c in tg.calls
+             if c.method == "sendMessage" and str(c.params.get("chat_id")) in outside]
+    assert not outside, (f"answered more than once outside the in-flight window: {outside}; sends (chat, "
+                         f"s after the kill, status): {sends}; outbox rows at death: "
+                         f"{[r for r in left if str(r[0]) in outside]}")
+    assert all(n == 2 for n in twice.values()), twice
+    assert not any(str(10_000 + i) in twice for i in twice_told), "a redelivered update was answered again"
+    assert set(per_chat) == {str(10_000 + i) for i in range(1, updates + 1)}
     assert set(tg.texts()) == {"Your order is on its way."}
 
     db = sqlite3.connect(data / "ledger.sqlite3")

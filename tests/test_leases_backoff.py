@@ -94,6 +94,31 @@ async def test_a_transient_failure_is_retried_after_its_backoff_not_before(store
         await outbox.stop()
 
 
+async def test_the_backoff_doubles_with_each_failure_up_to_its_cap(store):
+    clock = FakeClock()
+    outbox = Outbox(store, backoff_base_s=10, backoff_max_s=35, clock=clock)
+    sender = Recorder()
+    sender.script["hello"] = [Transient("502"), Transient("500"), Transient("502")]
+    outbox.register("telegram", sender)
+    outbox.start()
+    try:
+        await outbox.enqueue("telegram", "42", msg("hello"))
+        waits = []
+        for attempt in (1, 2, 3):
+            await sender.wait_for(lambda: len(sender.calls) == attempt)
+            await outbox_settles(store, f"attempts = {attempt}")
+            [(next_at,)] = store.query("SELECT next_at FROM outbox")
+            waits.append(next_at - clock())
+            clock.advance(waits[-1])
+            outbox.wake()
+        await sender.wait_for(lambda: len(sender.calls) == 4)
+        assert await outbox.wait_idle(10)
+    finally:
+        await outbox.stop()
+    base = [10, 20, 35]  # 10 s doubled, capped at 35 s; each ±20 % (jitter)
+    assert all(0.8 * b <= w <= 1.2 * b for w, b in zip(waits, base)), waits
+
+
 async def test_a_429_pauses_all_sending_until_its_retry_after_has_passed(store):
     clock = FakeClock()
     outbox = Outbox(store, clock=clock)

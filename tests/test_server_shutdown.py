@@ -9,11 +9,13 @@ import sys
 import time
 
 import aiohttp
+import pytest
 
 from fakes.llm_servers import FakeProviders, ok
 from fakes.telegram_api import FakeTelegram, text_update
 from telegram_harness import SECRET, EchoTier, inbox_rows, make_bot, make_config, post_update, running
-from fakes.procs import free_port as _free_port, wait_http as _wait_http
+from fakes.procs import free_port as _free_port, wait_http as _wait_http, wait_settled
+from polling import until
 
 
 async def test_drain_finishes_in_flight_replies_and_refuses_new_updates(tmp_path):
@@ -23,10 +25,9 @@ async def test_drain_finishes_in_flight_replies_and_refuses_new_updates(tmp_path
         async with running(make_bot(config, tier), config) as (client, server):
             for i in (1, 2, 3):
                 assert (await post_update(client, text_update(i, f"q{i}", chat_id=40 + i))).status == 200
-            while len(tier.calls) < 3:
-                await asyncio.sleep(0.01)
+            await until(lambda: len(tier.calls) == 3, what="three answers in progress")
             drain = asyncio.create_task(server.drain())
-            await asyncio.sleep(0.05)
+            await until(lambda: server.draining, what="draining")
             late = await post_update(client, text_update(9, "too late", chat_id=49))
             assert late.status == 503
             await drain
@@ -34,8 +35,7 @@ async def test_drain_finishes_in_flight_replies_and_refuses_new_updates(tmp_path
     assert [k for k, _ in inbox_rows(tmp_path / "data")] == ["telegram:1", "telegram:2", "telegram:3"]
 
 
-
-
+@pytest.mark.timeout(600)  # starting a process on a loaded machine
 async def test_tierbot_serve_on_sigterm_answers_what_it_accepted_then_exits(tmp_path):
     """The real `tierbot serve` process, real LLM chain (fake Groq answering in 1.5 s)."""
     async with FakeTelegram() as tg, FakeProviders() as fp:
@@ -55,7 +55,7 @@ async def test_tierbot_serve_on_sigterm_answers_what_it_accepted_then_exits(tmp_
                                      headers={"X-Telegram-Bot-Api-Secret-Token": SECRET,
                                               "Content-Type": "application/json"}) as r:
                     assert r.status == 200
-            await asyncio.sleep(0.3)  # the answer is now being produced (the provider takes 1.5 s)
+            await until(lambda: fp.groq.requests, what="the answer is being produced")  # it takes 1.5 s
             assert tg.texts() == []
             proc.send_signal(signal.SIGTERM)
             _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
@@ -68,6 +68,7 @@ async def test_tierbot_serve_on_sigterm_answers_what_it_accepted_then_exits(tmp_
     assert inbox_rows(tmp_path / "data") == [("telegram:1", "done")]
 
 
+@pytest.mark.timeout(600)  # two process starts on a loaded machine
 async def test_kill_9_mid_answer_then_restart_answers_each_update_once(tmp_path):
     """A process killed outright (no drain) loses nothing: the restart answers what it had accepted."""
     async with FakeTelegram() as tg, FakeProviders() as fp:
@@ -94,7 +95,7 @@ async def test_kill_9_mid_answer_then_restart_answers_each_update_once(tmp_path)
                                          headers={"X-Telegram-Bot-Api-Secret-Token": SECRET,
                                                   "Content-Type": "application/json"}) as r:
                         assert r.status == 200
-            await asyncio.sleep(0.3)
+            await until(lambda: len(fp.groq.requests) == 3, what="all three answers in progress")
         finally:
             proc.kill()  # SIGKILL: no drain, no lease release
             await proc.wait()
@@ -106,8 +107,8 @@ async def test_kill_9_mid_answer_then_restart_answers_each_update_once(tmp_path)
             provider.default = ok("fast answer")
         proc = await start()
         try:
-            await tg.wait_for(lambda f: len(f.texts()) == 3, timeout=20)
-            await asyncio.sleep(1.5)  # long enough for any duplicate to show up
+            await tg.wait_for(lambda f: len(f.texts()) == 3, timeout=120)
+            await wait_settled(tmp_path / "data")  # nothing more to send: a duplicate would be out
         finally:
             proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), 30)

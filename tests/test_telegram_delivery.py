@@ -3,11 +3,15 @@ and replies that cannot be delivered yet."""
 from __future__ import annotations
 
 import asyncio
+import time
+
 import pytest
 
 from adapters.durable import DurableStore
+from fake_clock import FakeClock
 from fakes.telegram_api import FakeTelegram, text_update
-from telegram_harness import EchoTier, inbox_rows, make_bot, make_config, post_update, running
+from polling import until
+from telegram_harness import EchoTier, inbox_rows, make_bot, make_config, post_update, running, settled
 
 
 @pytest.fixture
@@ -33,8 +37,7 @@ async def test_update_recorded_but_unanswered_is_answered_once_after_restart(tg,
     async with running(make_bot(config, stuck), config) as (client, server):
         assert (await post_update(client, text_update(1, "first"))).status == 200
         assert (await post_update(client, text_update(2, "second"))).status == 200
-        while len(stuck.calls) < 1:
-            await asyncio.sleep(0.01)
+        await until(lambda: stuck.calls, what="the first answer in progress")
         await crash(server)
     assert tg.texts() == []
     assert inbox_rows(data) == [("telegram:1", "pending"), ("telegram:2", "pending")]
@@ -44,7 +47,7 @@ async def test_update_recorded_but_unanswered_is_answered_once_after_restart(tg,
         await tg.wait_for(lambda f: len(f.texts()) == 2, timeout=5)
         # Telegram redelivers the update it had already sent: still answered once
         assert (await post_update(client, text_update(2, "second"))).status == 200
-        await asyncio.sleep(0.4)
+        await settled(server)
     assert tg.texts() == ["echo: first", "echo: second"]  # once each, in order
     assert inbox_rows(data) == [("telegram:1", "done"), ("telegram:2", "done")]
 
@@ -56,9 +59,9 @@ async def test_redelivery_after_restart_is_not_answered_again(tg, tmp_path):
         await post_update(client, text_update(5, "hello"))
         await tg.wait_for(lambda f: f.texts())
     tier = EchoTier()
-    async with running(make_bot(config, tier), config) as (client, _):
+    async with running(make_bot(config, tier), config) as (client, server):
         assert (await post_update(client, text_update(5, "hello"))).status == 200
-        await asyncio.sleep(0.3)
+        await settled(server)
     assert tg.texts() == ["echo: hello"] and tier.calls == []
 
 
@@ -83,9 +86,7 @@ async def test_5xx_is_retried_with_backoff(tg, tmp_path):
         await post_update(client, text_update(1, "hi"))
         await tg.wait_for(lambda f: f.texts(), timeout=5)
     tries = [c for c in tg.calls if c.method == "sendMessage"]
-    assert [c.status for c in tries] == [502, 502, 500, 200]
-    gaps = [b.at - a.at for a, b in zip(tries, tries[1:])]
-    assert gaps[2] > gaps[0]  # backoff grows
+    assert [c.status for c in tries] == [502, 502, 500, 200]  # the growing backoff: test_leases_backoff.py
     assert tg.texts() == ["echo: hi"]
 
 
@@ -110,9 +111,9 @@ async def test_reply_kept_while_telegram_is_unreachable_and_sent_after_restart(t
     async with FakeTelegram() as tg2:
         config2 = make_config(tg2.base_url, data)
         tier = EchoTier()
-        async with running(make_bot(config2, tier), config2):
+        async with running(make_bot(config2, tier), config2) as (_, server):
             await tg2.wait_for(lambda f: f.texts(), timeout=5)
-            await asyncio.sleep(0.2)
+            await settled(server)
         assert tg2.texts() == ["echo: still there?"] and tier.calls == []
 
 
@@ -151,8 +152,9 @@ async def test_two_processes_sharing_the_outbox_send_each_row_once(tg, tmp_path)
     async with running(bot_a, config) as (_, a), running(bot_b, config) as (_, b):
         for i in range(20):
             await a.telegram.send(str(100 + i), f"note {i}")
-        await tg.wait_for(lambda f: len(f.texts()) >= 20, timeout=10)
-        await asyncio.sleep(1.5)
+        await tg.wait_for(lambda f: len(f.texts()) >= 20, timeout=60)
+        await settled(a)
+        await settled(b)
     assert sorted(tg.texts()) == sorted(f"note {i}" for i in range(20))
 
 
@@ -187,12 +189,18 @@ async def test_a_large_backlog_left_by_a_crash_is_answered_promptly_after_restar
 
     data = tmp_path / "data"
     store = DurableStore.in_dir(data)
-    crashed = Inbox(store, lease_s=0.01, owner="crashed-process")
+    # Recorded by a process that died an hour ago: its leases have long run out.
+    crashed = Inbox(store, lease_s=30, owner="crashed-process", clock=FakeClock(time.time() - 3600))
     for i in range(1, 1201):
         await crashed.record(f"telegram:{i}", _json.dumps(text_update(i, f"q{i}", chat_id=1000 + i)))
     store.close()
-    await asyncio.sleep(0.05)  # the dead process's leases have run out
-    config = make_config(tg.base_url, data, TELEGRAM_STREAM_DRAFTS="false")  # default 30 s lease
-    async with running(make_bot(config, EchoTier()), config):
-        await tg.wait_for(lambda f: len(f.texts()) == 1200, timeout=20)
+    # Leases of 600 s: the recovery loop looks again only after 30 s (its longest interval).
+    config = make_config(tg.base_url, data, TELEGRAM_STREAM_DRAFTS="false", TELEGRAM_LEASE_S="600")
+    async with running(make_bot(config, EchoTier()), config) as (_, server):
+        # All of it is taken up in the first look, not one batch (500) per look: well
+        # within the 30 s a second look would need, however slow the machine.
+        await until(lambda: not server.telegram.store.query(
+            "SELECT 1 FROM inbox WHERE owner='crashed-process' LIMIT 1"), timeout=25,
+            what="the whole backlog claimed at start")
+        await tg.wait_for(lambda f: len(f.texts()) == 1200, timeout=120)
     assert len(set(tg.texts())) == 1200
