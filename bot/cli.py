@@ -29,6 +29,10 @@ COMMANDS: tuple[str, ...] = (
 )
 
 
+# How long `tierbot ask` lets the FAQ model load or fit before sending its one message.
+ASK_FAQ_LOAD_S = 30.0
+
+
 def describe(reply: Reply) -> str:
     """One line saying who answered, what it cost and what failed on the way."""
     parts = [f"tier={reply.tier}"]
@@ -100,6 +104,10 @@ async def _ask(args: argparse.Namespace) -> int:
     from .pipeline import SupportBot
 
     async with SupportBot.from_env() as bot:
+        # A one-shot command: let the FAQ model load first (replies themselves never wait for it).
+        faq = bot.services.get("faq_tier")
+        if faq is not None:
+            await faq.ready(ASK_FAQ_LOAD_S)
         event = Event(platform="console", conversation_id=args.conversation or f"ask-{uuid.uuid4().hex[:8]}",
                       user_id="console", text=args.question, route=args.route)
         reply = await bot.handle(event)

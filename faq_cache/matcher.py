@@ -124,10 +124,6 @@ class Matcher:
         """Fit on every question variant; entries with no usable question are skipped.
 
         `threshold` None picks the shipped threshold for this FAQ's variants per entry."""
-        from scipy.sparse import hstack
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.svm import LinearSVC
-
         texts: list[str] = []
         labels: list[str] = []
         exact: dict[str, str | None] = {}
@@ -145,8 +141,12 @@ class Matcher:
         counts = Counter(labels)
         if threshold is None:
             threshold = threshold_for(float(np.median(list(counts.values())))) if counts else DEFAULT_THRESHOLD
-        if not texts:
+        if not texts:  # an empty FAQ costs nothing: not even the import of scikit-learn
             return cls([], [], np.zeros((0, 0)), np.zeros(0), {}, threshold)
+        from scipy.sparse import hstack
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.svm import LinearSVC
+
         bg = [normalize(t) for t in (load_background() if background is None else background)]
         bg = [t for t in bg if t and t not in exact]
         texts += bg

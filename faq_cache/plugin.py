@@ -35,5 +35,6 @@ def install(parts: BotParts) -> None:
     parts.services["faq"] = store
     parts.services["retriever"] = KnowledgeRetriever(store)  # the LLM's reference material
     store.knowledge.warm()
+    parts.services["faq_tier"] = tier  # `await tier.ready()` for one-shot commands and tests
     parts.services["faq_learned"] = learned
     parts.services["faq_suggestions"] = suggestions

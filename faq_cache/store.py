@@ -40,8 +40,9 @@ class FaqStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.cache = diskcache.Cache(str(self.directory), timeout=5)
         self.threshold = threshold
-        self._matcher: Matcher | None = None
-        self._matcher_version = -1
+        # (matcher, FAQ version it was fitted for), swapped in one assignment so a reader on
+        # another thread never pairs one model with another's version.
+        self._loaded: tuple[Matcher, int] | None = None
         self._fit_lock = threading.Lock()
         self._entries_cache: tuple[int, dict[str, dict]] | None = None
         self._pending: dict[tuple[str, str], int] = {}
@@ -149,16 +150,26 @@ class FaqStore:
 
     # -- matcher ----------------------------------------------------------------------
     def matcher_is_current(self) -> bool:
-        return self._matcher is not None and self._matcher_version == self.version()
+        loaded = self._loaded
+        return loaded is not None and loaded[1] == self.version()
+
+    def is_empty(self) -> bool:
+        """No entries: nothing to fit, load or ask (cheap: the snapshot is cached per version)."""
+        return not self._snapshot()
 
     def matcher(self) -> Matcher:
-        """The matcher for the current entries: in memory, else stored by another process, else fitted."""
+        """The matcher for the current entries: in memory, else stored by another process, else fitted.
+
+        Blocks for a load (milliseconds) or a fit (seconds for a large FAQ): the reply path never
+        calls it, see `FaqTier`, which runs it in a background thread."""
         version = self.version()
-        if self._matcher is not None and self._matcher_version == version:
-            return self._matcher
+        loaded = self._loaded
+        if loaded is not None and loaded[1] == version:
+            return loaded[0]
         with self._fit_lock:
-            if self._matcher is not None and self._matcher_version == version:
-                return self._matcher
+            loaded = self._loaded
+            if loaded is not None and loaded[1] == version:
+                return loaded[0]
             stored = self.cache.get(_MODEL)
             if stored and stored[0] == version and stored[1] == MODEL_VERSION:
                 matcher = stored[2]
@@ -172,12 +183,13 @@ class FaqStore:
                            threshold=matcher.threshold))
             if self.threshold is not None:
                 matcher.threshold = self.threshold
-            self._matcher, self._matcher_version = matcher, version
+            self._loaded = (matcher, version)
             return matcher
 
     def current_matcher(self) -> Matcher | None:
         """The last matcher loaded in this process, possibly stale (never blocks)."""
-        return self._matcher
+        loaded = self._loaded
+        return loaded[0] if loaded is not None else None
 
     # -- counters -----------------------------------------------------------------------
     # A disk write per lookup would cost more than the lookup itself, so counts are

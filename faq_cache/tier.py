@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 
 from bot.logs import kv
@@ -20,38 +21,66 @@ __all__ = ["FaqTier"]
 
 log = logging.getLogger("tierbot.faq")
 
-# How long one reply may wait for the FAQ model to load or refit before passing the event on.
-REFIT_WAIT_S = 1.0
-
 
 class FaqTier:
-    """Answers only when sure; every decision is left in `turn.notes["faq"]`."""
+    """Answers only when sure; every decision is left in `turn.notes["faq"]`.
+
+    No reply ever waits for the matcher: it is loaded (or fitted) in a background thread,
+    started when the tier is built and again whenever the FAQ changes, while the previous
+    model keeps serving (an entry removed since is never served, see `answer`). Until the
+    first model of a process is in memory the FAQ part of the cache passes messages on.
+    """
 
     name = "cache"
 
     def __init__(self, store: FaqStore, renderer: Renderer, *, learned: LearnedCache | None = None,
-                 greetings: bool = True, refit_wait_s: float = REFIT_WAIT_S) -> None:
+                 greetings: bool = True, warm: bool = True) -> None:
+        """`warm`: start loading the model now (off the caller's thread), so the first
+        message after a start finds it ready."""
         self.store, self.renderer, self.learned, self.greetings = store, renderer, learned, greetings
-        self.refit_wait_s = refit_wait_s
-        self._refit: asyncio.Future[Matcher] | None = None
+        self._refit_lock = threading.Lock()
+        self._refit_thread: threading.Thread | None = None
+        if warm:
+            self.refresh()
 
-    async def matcher(self) -> Matcher | None:
-        """The up-to-date matcher, or None while it is still being (re)fitted.
+    def refresh(self) -> threading.Thread:
+        """Load or fit the model for the current FAQ in a background thread (one at a time)."""
+        with self._refit_lock:
+            thread = self._refit_thread
+            if thread is None or not thread.is_alive():
+                # daemon: a one-shot command may exit while a large FAQ is still being fitted;
+                # the store's writes are transactions, so nothing is left half-written.
+                thread = threading.Thread(target=self._refit, name="faq-refit", daemon=True)
+                self._refit_thread = thread
+                thread.start()
+            return thread
 
-        Loading a stored model takes milliseconds, fitting a large FAQ seconds: the refit
-        runs in a thread and survives a cancelled caller, and a reply waits for it at most
-        `refit_wait_s` — past that the cache passes the event on rather than eat the
-        deadline the LLM chain needs (a stale model is never used: its entries may have
-        changed meaning).
-        """
+    def _refit(self) -> None:
+        try:
+            if not self.store.is_empty():
+                self.store.matcher()
+        except Exception:  # a failed fit must not kill the bot; the next change tries again
+            log.exception("loading the FAQ model failed; the cache passes FAQ questions on")
+
+    def matcher(self) -> Matcher | None:
+        """The model to answer with now, never waiting: the current one, else the previous one
+        while the current one is fitted in the background, else None (nothing loaded yet)."""
         if self.store.matcher_is_current():
             return self.store.current_matcher()
-        if self._refit is None or self._refit.done():
-            self._refit = asyncio.ensure_future(asyncio.to_thread(self.store.matcher))
-        try:
-            return await asyncio.wait_for(asyncio.shield(self._refit), self.refit_wait_s)
-        except TimeoutError:
-            return None
+        self.refresh()
+        return self.store.current_matcher()
+
+    async def ready(self, timeout: float | None = None) -> bool:
+        """Wait (in a thread, not blocking the loop) until the model for the current FAQ is in
+        memory. For one-shot commands and tests; replies never call it."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not (self.store.is_empty() or self.store.matcher_is_current()):
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return False
+            await asyncio.to_thread(self.refresh().join, remaining)
+        return True
 
     async def answer(self, event: Event, turn: TurnContext) -> Reply | None:
         start = time.perf_counter()
@@ -69,9 +98,11 @@ class FaqTier:
                                             user_name=event.user_name, text=text)
                 return self._hit(turn, start, body, f"greeting:{greeting.kind}", 1.0, "greeting",
                                  {"lang": greeting.lang})
-        matcher = await self.matcher()
+        empty = self.store.is_empty()  # an empty FAQ costs nothing: no model to load or ask
+        matcher = None if empty else self.matcher()
         if matcher is None:
-            turn.notes["faq"] = {"entry": None, "score": 0.0, "reason": "model_refitting"}
+            reason = "empty" if empty else "model_loading"
+            turn.notes["faq"] = {"entry": None, "score": 0.0, "reason": reason}
             match = None
         else:
             match = matcher.match(text)

@@ -1,6 +1,9 @@
 """The cache tier answers greetings and FAQ questions, and passes on what it is not sure of."""
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import pytest
 
 from bot.deadline import Deadline
@@ -24,8 +27,10 @@ def store(tmp_path):
 
 
 @pytest.fixture
-def tier(store):
-    return FaqTier(store, Renderer())
+async def tier(store):
+    t = FaqTier(store, Renderer())
+    assert await t.ready(60)  # loaded in the background; tests of answers start with it in memory
+    return t
 
 
 async def ask(tier, text, history=()):
@@ -124,7 +129,7 @@ async def test_operators_override_greeting_templates(tmp_path, store):
     (tmp_path / "mine" / "greetings").mkdir(parents=True)
     (tmp_path / "mine" / "greetings" / "hello.j2").write_text(
         "{% if lang == 'de' %}Moin aus dem Laden!{% else %}Howdy from {{ business.company }}!{% endif %}")
-    tier = FaqTier(store, Renderer(tmp_path / "mine", {"company": "Acme"}))
+    tier = FaqTier(store, Renderer(tmp_path / "mine", {"company": "Acme"}), warm=False)
     assert (await ask(tier, "hi"))[0].text == "Howdy from Acme!"
     assert (await ask(tier, "hallo"))[0].text == "Moin aus dem Laden!"
     assert (await ask(tier, "thanks"))[0].text.startswith("You're welcome")  # shipped template still used
@@ -135,6 +140,7 @@ async def test_a_removed_entry_is_never_served_and_new_ones_are(tier, store):
     store.remove(reply.meta["faq_entry"])
     assert (await ask(tier, "How do I return an item?"))[0] is None
     store.add(["Do you ship abroad?", "Can you deliver to another country?"], "We ship to all EU countries.")
+    assert await tier.ready(60)  # fitted in the background
     reply, _ = await ask(tier, "Do you ship abroad?")
     assert reply is not None and reply.text == "We ship to all EU countries."
 
@@ -206,15 +212,67 @@ def test_any_greeting_with_a_real_word_after_it_is_a_question(greeting, word, se
     assert detect_greeting(f"{greeting}{sep}{word}?") is None
 
 
-async def test_a_refit_never_holds_up_a_reply(tmp_path):
-    """A changed FAQ is refitted in the background: the reply in hand is passed on (the LLM
-    still has its whole deadline), and the next one is answered from the new model."""
+async def test_a_refit_never_holds_up_a_reply_and_the_previous_model_keeps_serving(tmp_path, monkeypatch):
+    """A changed FAQ is refitted in a background thread; replies meanwhile come from the
+    previous model at once, and once the refit is done from the new one."""
     store = FaqStore(tmp_path / "faq")
-    tier = FaqTier(store, Renderer(), refit_wait_s=0.0)
-    store.import_entries(parse_yaml(SHOP_FAQ_YAML))  # version changes; no model in memory yet
+    store.import_entries(parse_yaml(SHOP_FAQ_YAML))
+    tier = FaqTier(store, Renderer())
+    assert await tier.ready(60)
+    fitting, release = threading.Event(), threading.Event()
+    real_fit = Matcher.fit.__func__
+
+    def slow_fit(cls, *args, **kwargs):
+        fitting.set()
+        assert release.wait(60), "the test never released the fit"
+        return real_fit(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Matcher, "fit", classmethod(slow_fit))
+    store.add(["Do you ship abroad?", "Can you deliver to another country?"], "We ship to all EU countries.")
+    try:
+        reply, turn = await ask(tier, "What are your opening hours?")  # starts the refit, does not wait
+        assert reply is not None and reply.text.startswith("We are open"), turn.notes
+        assert await asyncio.to_thread(fitting.wait, 60)
+        reply, _ = await ask(tier, "When are you open?")  # still fitting: the old model answers
+        assert reply is not None and reply.text.startswith("We are open")
+        assert (await ask(tier, "Do you ship abroad?"))[0] is None  # not in the old model
+    finally:
+        release.set()
+    assert await tier.ready(60)
+    reply, _ = await ask(tier, "Do you ship abroad?")
+    assert reply is not None and reply.text == "We ship to all EU countries."
+    store.close()
+
+
+async def test_the_first_message_after_a_start_does_not_wait_for_a_fit(tmp_path, monkeypatch):
+    """No stored model (a new FAQ, or an upgrade that changed the features): the first
+    message is passed on at once while the model is fitted in the background."""
+    store = FaqStore(tmp_path / "faq")
+    store.import_entries(parse_yaml(SHOP_FAQ_YAML))
+    release = threading.Event()
+    real_fit = Matcher.fit.__func__
+    monkeypatch.setattr(Matcher, "fit", classmethod(lambda cls, *a, **kw: (release.wait(60), real_fit(cls, *a, **kw))[1]))
+    tier = FaqTier(store, Renderer())
+    try:
+        reply, turn = await ask(tier, "What are your opening hours?")
+        assert reply is None and turn.notes["faq"]["reason"] == "model_loading"
+        assert (await ask(tier, "hello"))[0].meta["kind"] == "greeting"  # greetings need no model
+    finally:
+        release.set()
+    assert await tier.ready(60)
+    assert (await ask(tier, "What are your opening hours?"))[0].text.startswith("We are open")
+    store.close()
+
+
+async def test_an_empty_faq_loads_nothing(tmp_path, monkeypatch):
+    def no_fit(*args, **kwargs):
+        raise AssertionError("an empty FAQ must not be fitted")
+
+    monkeypatch.setattr(Matcher, "fit", no_fit)
+    store = FaqStore(tmp_path / "faq")
+    tier = FaqTier(store, Renderer())
+    assert await tier.ready(60)
     reply, turn = await ask(tier, "What are your opening hours?")
-    assert reply is None and turn.notes["faq"]["reason"] == "model_refitting"
-    await tier._refit  # the refit goes on without the caller
-    reply, _ = await ask(tier, "What are your opening hours?")
-    assert reply is not None and reply.text.startswith("We are open")
+    assert reply is None and turn.notes["faq"]["reason"] == "empty"
+    assert store.current_matcher() is None
     store.close()

@@ -98,6 +98,7 @@ def test_a_faq_imported_by_one_process_answers_in_another(tmp_path, base_env):
 
     async def scenario():
         async with SupportBot.from_env(base_env) as bot:
+            assert await bot.services["faq_tier"].ready(60)  # loaded (not fitted: stored) in the background
             reply = await ask(bot, "When are you open?")
             assert reply.tier == "cache" and reply.meta["kind"] == "faq"
             assert reply.text == "We are open Monday to Friday, 9:00-18:00."

@@ -82,6 +82,7 @@ class AnthropicProvider:
         self._http = anthropic.DefaultAsyncHttpxClient(limits=limits)
         self.client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=0,
                                                http_client=self._http)
+        self.client.messages  # noqa: B018  (imported lazily by the SDK: at start-up, not in a reply)
 
     async def complete(self, model: str, request: Request, timeout: float) -> Completion:
         try:

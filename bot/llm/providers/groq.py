@@ -108,6 +108,9 @@ class GroqProvider:
         self._http = _http_client(transport, limits)
         self.client = groq.AsyncGroq(api_key=api_key, base_url=base_url, max_retries=0,
                                      http_client=self._http)
+        # The SDK imports its chat resources and types on first use (~200 ms of pydantic
+        # models, measured): pay that at start-up, not inside the first customer's reply.
+        self.client.chat.completions  # noqa: B018
 
     def _effort(self, model: str) -> Any:
         """Only the models that take `reasoning_effort` get it (others answer 400)."""
