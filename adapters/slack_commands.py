@@ -33,6 +33,10 @@ USAGE = ("Usage: `/tierbot stats` · `/tierbot handoffs` · `/tierbot faq list` 
          "`/tierbot faq add \"question\" \"answer\"` · `/tierbot faq remove <id>` · `/tierbot report [YYYY-MM-DD]`")
 
 
+# How long `/tierbot faq add` waits for the refitted FAQ model before confirming (Slack
+# wants an answer to a slash command within 3 s).
+FAQ_REFIT_WAIT_S = 2.0
+
 class TodayCounter:
     """Replies by tier and their cost since local midnight, for `stats` when no ledger
     is installed (the ledger, when present, is the source of truth)."""
@@ -157,7 +161,12 @@ class StaffCommands:
             except ValueError as e:
                 return f"Not added: {escape(str(e))}."
             log.info(kv(event="faq_added_from_slack", entry=entry.id, user=command.get("user_id")))
-            return f"Added to FAQ entry `{escape(entry.id)}`: {escape(args[1])} → {escape(entry.answer)}"
+            # The model is refitted in the background (customers never wait for it); the editor's
+            # command waits a little so that "added" usually means "answering with it now".
+            tier = self.bot.services.get("faq_tier")
+            live = await tier.ready(FAQ_REFIT_WAIT_S) if tier is not None else True  # type: ignore[attr-defined]
+            return (f"Added to FAQ entry `{escape(entry.id)}`: {escape(args[1])} → {escape(entry.answer)}"
+                    + ("" if live else " (the FAQ model is still being refitted: customers get it in a moment)"))
         if args[0] == "remove":
             if len(args) != 2:
                 return "Usage: `/tierbot faq remove <id>` (ids are in `/tierbot faq list`)."
