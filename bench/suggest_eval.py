@@ -37,8 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from faq_cache.matcher import BACKGROUND, Matcher  # noqa: E402
-from faq_cache.normalize import normalize  # noqa: E402
+from faq_cache.matcher import Matcher  # noqa: E402
 from faq_cache.suggestions import SUGGEST_FLOOR, likely_entries  # noqa: E402
 from faq_eval import SEED, entries_from, fmt_pct, read_csv, split_banking  # noqa: E402
 
@@ -49,11 +48,7 @@ def ranked(matcher: Matcher, questions: list[str], k: int) -> list[tuple[bool, l
     """Per question: whether the cache answers it, and its top-k entries with scores (no floor)."""
     out = []
     for q in questions:
-        answered = matcher.match(q).accepted
-        scores = matcher.scores(normalize(q)) if normalize(q) else matcher.bias
-        top = [(matcher.labels[i], float(scores[i])) for i in np.argsort(scores)[::-1]
-               if matcher.labels[i] != BACKGROUND][:k]
-        out.append((answered, top))
+        out.append((matcher.match(q).accepted, matcher.retrieve(q, k)))
     return out
 
 

@@ -17,14 +17,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import numpy as np
-
 from bot.models import Event, Reply, Suggestion
 from bot.rendering import Renderer
 from bot.turn import TurnContext
 
-from .matcher import BACKGROUND, Matcher
-from .normalize import normalize
+from .matcher import Matcher
 from .store import FaqStore
 
 __all__ = ["SuggestionSettings", "Suggestions", "likely_entries", "SUGGEST_MAX", "SUGGEST_FLOOR",
@@ -51,23 +48,9 @@ MAX_OFFERED_ID_BYTES = 56
 
 def likely_entries(matcher: Matcher, text: str, k: int = SUGGEST_MAX,
                    floor: float = SUGGEST_FLOOR) -> list[tuple[str, float]]:
-    """The `k` best-scoring entries for `text` whose score is at least `floor`, best first."""
-    q = normalize(text)
-    if not q or not matcher.labels or k <= 0:
-        return []
-    scores = matcher.scores(q)
-    out: list[tuple[str, float]] = []
-    for i in np.argsort(scores)[::-1]:
-        score = float(scores[i])
-        if score < floor:
-            break
-        label = matcher.labels[int(i)]
-        if label == BACKGROUND:
-            continue
-        out.append((label, score))
-        if len(out) == k:
-            break
-    return out
+    """The `k` best-scoring entries for `text` (the matcher's own ranking, as retrieval for
+    the LLM uses it) whose score is at least `floor`, best first."""
+    return [(entry_id, score) for entry_id, score in matcher.retrieve(text, k) if score >= floor]
 
 
 @dataclass(frozen=True)
