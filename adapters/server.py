@@ -107,6 +107,7 @@ class Server:
         app = web.Application(client_max_size=MAX_BODY)
         app[SERVER_KEY] = self
         app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics_page)
         app.router.add_post("/telegram/webhook", self.telegram_webhook)
         if self.api_token:
@@ -177,6 +178,18 @@ class Server:
         if self.draining:
             return web.json_response({"status": "draining"}, status=503)
         return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """Readiness: 200 when every configured store answers (the database, Redis), else
+        503 naming which does not. /healthz stays a liveness check (no server round trip)."""
+        if self.draining:
+            return web.json_response({"status": "draining"}, status=503)
+        storage = self.bot.services.get("storage")
+        checks = await storage.check() if storage is not None else []  # type: ignore[attr-defined]
+        body = {"status": "ok" if all(err is None for _, _, err in checks) else "unavailable",
+                "backend": getattr(storage, "kind", "embedded"),
+                "stores": {what.lower(): "ok" if err is None else "unavailable" for what, _, err in checks}}
+        return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})

@@ -26,6 +26,9 @@ async def run_check(args: argparse.Namespace) -> int:
     from .plugin import build_providers
 
     config = Config.from_env()
+    from ..storage.check import check_storage
+
+    storage_ok = await check_storage(config)
     prices = PriceBook.load(config)
     settings = LLMSettings.from_config(config)
     timeout = args.timeout
@@ -70,7 +73,7 @@ async def run_check(args: argparse.Namespace) -> int:
         print("no provider answered: the bot will answer from the cache and templates only")
         return 1
     print(f"{answered} of {len(settings.chain)} providers answered")
-    return 0
+    return 0 if storage_ok else 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:

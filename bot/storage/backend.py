@@ -29,7 +29,8 @@ HANDOFF_FILE = "handoffs.sqlite3"
 
 
 class Storage:
-    def __init__(self, config: Config, settings: StorageSettings | None = None) -> None:
+    def __init__(self, config: Config, settings: StorageSettings | None = None, *, migrate: bool = True) -> None:
+        """`migrate=False`: only look (`tierbot check`): a schema never changes by being checked."""
         self.config = config
         self.settings = settings or StorageSettings.from_config(config)
         self.database: PgDatabase | None = None
@@ -37,7 +38,7 @@ class Storage:
         if self.settings.database is not None:
             from .postgres.database import PgDatabase
 
-            self.database = PgDatabase(self.settings.database)
+            self.database = PgDatabase(self.settings.database, max_size=10 if migrate else 1, migrate=migrate)
         if self.settings.redis is not None:
             from .redis.shared import SharedState
 
