@@ -5,6 +5,7 @@ With no DATABASE_URL it migrates the embedded ledger file, which every start doe
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..config import Config
 
@@ -37,8 +38,26 @@ async def _upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _copy(args: argparse.Namespace) -> int:
+    from .copy import CopyRefused, copy_embedded
+
+    config = Config.from_env()
+    try:
+        counts = await copy_embedded(config)
+    except CopyRefused as e:
+        print(f"tierbot db copy: {e}", file=sys.stderr)
+        return 1
+    print("copied " + ", ".join(f"{n} {table}" for table, n in counts.items()) + " into PostgreSQL "
+          "(the FAQ store stays in TIERBOT_DATA_DIR)")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("db", help="storage: `db upgrade` applies the schema migrations")
+    p = sub.add_parser("db", help="storage: `db upgrade` applies the schema migrations, `db copy` moves "
+                                  "an embedded install into PostgreSQL")
     dbsub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     up = dbsub.add_parser("upgrade", help="migrate the configured database to this version's schema")
     up.set_defaults(run=_upgrade)
+    cp = dbsub.add_parser("copy", help="copy the embedded ledger and handoffs (TIERBOT_DATA_DIR) into an "
+                                       "empty DATABASE_URL, all or nothing")
+    cp.set_defaults(run=_copy)
