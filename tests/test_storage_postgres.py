@@ -4,6 +4,7 @@ its password masked, and a bot whose replies and history land in PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import asyncpg
 import pytest
@@ -173,3 +174,18 @@ async def test_db_copy_moves_an_embedded_install_without_loss(tmp_path, fresh_pg
         assert await conn.fetchval("SELECT question FROM messages WHERE id = 1") == "q0 \ufffd nul"
     finally:
         await conn.close()
+
+
+async def test_the_report_over_postgresql_matches_the_embedded_report(tmp_path, fresh_pg_url, monkeypatch, capsys):
+    await _embedded_install(tmp_path)
+    monkeypatch.setenv("TIERBOT_DATA_DIR", str(tmp_path / "data"))
+    assert await asyncio.to_thread(main, ["report", "--format", "json"]) == 0
+    embedded = json.loads(capsys.readouterr().out)
+    monkeypatch.setenv("DATABASE_URL", fresh_pg_url)
+    assert await asyncio.to_thread(main, ["db", "copy"]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("TIERBOT_DATA_DIR", str(tmp_path / "elsewhere"))  # nothing local: all from PostgreSQL
+    assert await asyncio.to_thread(main, ["report", "--format", "json"]) == 0
+    server = json.loads(capsys.readouterr().out)
+    assert embedded["by_tier"] == [{"count": 5, "share": 1.0, "tier": "llm"}]
+    assert embedded["spend"] and server == embedded  # every figure the same, to the cent

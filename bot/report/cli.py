@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..ledger.days import parse_day
-from ..ledger import Ledger
+from ..storage.backend import Storage
 from .render import FORMATS
 from .service import ReportService
 
@@ -36,21 +36,19 @@ async def _run(args: argparse.Namespace) -> int:
         services["prices"] = PriceBook.load(config)
     except ImportError:
         pass
-    if config.get("DATABASE_URL"):
-        from .service import NOT_ON_SERVER
-
-        print(f"tierbot report: {NOT_ON_SERVER}", file=sys.stderr)
-        return 1
-    if not (config.section("ledger").get("path") or (config.data_dir / "ledger.sqlite3").exists()):
+    storage = Storage(config, migrate=False)  # a report never changes the schema
+    if storage.database is None and not (
+            config.section("ledger").get("path") or (config.data_dir / "ledger.sqlite3").exists()):
         print(f"tierbot report: no ledger yet in {config.data_dir} (TIERBOT_DATA_DIR); "
               "it is created when the bot handles its first message", file=sys.stderr)
         return 1
-    ledger = Ledger.from_config(config)
+    ledger = storage.ledger()  # the embedded file, or PostgreSQL with DATABASE_URL
     try:
         service = ReportService(ledger, config, services)
         text = await service.render(args.date, args.format)
     finally:
         await ledger.aclose()
+        await storage.aclose()
     if args.out:
         try:
             Path(args.out).write_text(text, encoding="utf-8")

@@ -3,25 +3,22 @@ it knows where the ledger, the caps, the prices and the operator's templates are
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ..budget import load_caps
 from ..config import Config
 from ..ledger import Ledger
-from .compute import PARTS, ReportInputs, merge
+from ..ledger.days import day_bounds
+from .compute import PARTS, ReportInputs, chart_days, merge
 from .render import render_report, slack_message
 
-__all__ = ["ReportService", "ReportUnavailable", "NOT_ON_SERVER"]
+__all__ = ["ReportService"]
 
-NOT_ON_SERVER = ("the report's queries read the embedded SQLite ledger; with DATABASE_URL set the "
-                 "ledger is in PostgreSQL and the report is not available yet")
-
-
-class ReportUnavailable(RuntimeError):
-    pass
 
 log = logging.getLogger("tierbot.report")
 
@@ -69,35 +66,42 @@ class ReportService:
         return ReportInputs(day=day, tz=self.tz, caps=self.caps, price_fallback=self._price_fallback,
                             first_provider=self.first_provider())
 
-    def _require_embedded(self) -> None:
-        if not hasattr(self.ledger, "read"):
-            raise ReportUnavailable(NOT_ON_SERVER)
+    @contextlib.asynccontextmanager
+    async def _readable(self, first: dt.date, last: dt.date) -> AsyncIterator[Any]:
+        """A ledger the report's queries can read for the days first..last: the embedded one
+        itself, or a snapshot of a PostgreSQL ledger's rows of those days."""
+        view = getattr(self.ledger, "report_view", None)
+        if view is None:
+            await self.ledger.flush()
+            yield self.ledger
+            return
+        async with view(day_bounds(first, self.tz)[0], day_bounds(last, self.tz)[1]) as snapshot:
+            yield snapshot
 
     async def build(self, day: dt.date | None = None) -> dict[str, Any]:
-        self._require_embedded()
         inputs = self.inputs(day or self.today())
-        await self.ledger.flush()
-        # The report's parts (the day's sums, its latencies, its conversations, its top
-        # lists, the earlier days) are independent: the ledger's reader threads run them
-        # at once, so the scans share the cores.
-        parts = await asyncio.gather(*(
-            self.ledger.read(functools.partial(part, inputs=inputs), fresh=False) for part in PARTS))
+        async with self._readable(chart_days(inputs.day)[0], inputs.day) as ledger:
+            # The report's parts (the day's sums, its latencies, its conversations, its top
+            # lists, the earlier days) are independent: the ledger's reader threads run them
+            # at once, so the scans share the cores.
+            parts = await asyncio.gather(*(
+                ledger.read(functools.partial(part, inputs=inputs), fresh=False) for part in PARTS))
         return merge(*parts)
 
     async def today_stats(self) -> tuple[dict[str, Any], list[tuple[str, int]]]:
         """(headline figures, replies per tier) for today so far (`/tierbot stats`)."""
-        from ..ledger.days import day_bounds
         from .compute import headline
 
-        self._require_embedded()
-        start, end = day_bounds(self.today(), self.tz)
+        today = self.today()
+        start, end = day_bounds(today, self.tz)
 
         def query(conn: Any) -> tuple[dict[str, Any], list[tuple[str, int]]]:
             tiers = conn.execute("SELECT tier, COUNT(*) FROM messages WHERE ts >= ? AND ts < ?"
                                  " GROUP BY tier ORDER BY 2 DESC", (start, end)).fetchall()
             return headline(conn, start, end), [(t, n) for t, n in tiers]
 
-        return await self.ledger.read(query)
+        async with self._readable(today, today) as ledger:
+            return await ledger.read(query, fresh=False)
 
     async def render(self, day: dt.date | None = None, fmt: str = "text") -> str:
         report = await self.build(day)

@@ -269,6 +269,12 @@ class PgLedger:
         spend = await self.spend_between(start, end)
         return spend.get(provider, 0.0) if provider else sum(spend.values())
 
+    def report_view(self, start: float, end: float):
+        """The report's rows of [start, end) as an embedded ledger (see report_view.py)."""
+        from .report_view import report_view
+
+        return report_view(self, start, end)
+
     # -- report runs (once-only claims) -----------------------------------------------------------
     async def claim_report(self, day: str, now: float) -> str:
         pool = await self.db.pool()
