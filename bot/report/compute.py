@@ -31,7 +31,7 @@ from . import scan as S
 from .scan import STAFF_SQL
 
 __all__ = ["ReportInputs", "compute_report", "compute_day", "day_latency", "day_conversations", "day_lists",
-           "past_week", "past_chart", "merge", "headline", "PARTS", "CHART_DAYS", "TOP_N"]
+           "past_week", "past_chart", "day_knowledge", "merge", "headline", "PARTS", "CHART_DAYS", "TOP_N"]
 
 CHART_DAYS = 14
 # Template answers that are not answers to a question (so not FAQ candidates).
@@ -262,14 +262,18 @@ def compute_report(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, 
 
 
 def merge(day: dict[str, Any], lat: dict[str, dict[str, float]], convs: int, lists: dict[str, Any],
-          week: list[dict[str, Any]], chart_spend: list[dict[str, tuple[float, int]]]) -> dict[str, Any]:
+          week: list[dict[str, Any]], chart_spend: list[dict[str, tuple[float, int]]],
+          knowledge: dict[str, Any]) -> dict[str, Any]:
     totals = {**day["totals"], "conversations": convs}
+    llm_answers = next((t["count"] for t in day["by_tier"] if t["tier"] == "llm"), 0)
+    knowledge = {**knowledge, "llm_answers": llm_answers,
+                 "share": knowledge["grounded"] / llm_answers if llm_answers else None}
     latencies = [{"tier": t["tier"], "count": t["count"], **lat.get(t["tier"], {})} for t in day["by_tier"]]
     spend = day["provider_spend"]
     chart = _chart(chart_days(dt.date.fromisoformat(day["date"])), [*chart_spend, spend])
     day = {k: v for k, v in day.items() if k != "provider_spend"}
     return {**day, "totals": totals, **lists, "latency": latencies, "compare": comparison(week, totals),
-            "chart": chart}
+            "chart": chart, "knowledge": knowledge}
 
 
 def day_latency(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, dict[str, float]]:
@@ -306,6 +310,41 @@ _QUESTION = "lower(trim(question))"
 # A template answer to a question nobody else could answer (the partial index's WHERE first).
 _CANDIDATE = (f"tier = 'template' AND handoff_requested = 0 AND trim(question) != '' "
               f"AND COALESCE(template, '') NOT IN ({_marks(NOT_QUESTIONS)})")
+
+
+def day_knowledge(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, Any]:
+    """Customer LLM answers given the operator's knowledge (Reply.sources) and the sources
+    given most often (each counted once per answer it was given to). Its own report part
+    (it reads every grounded answer of the day): the ids come from the partial covering
+    index of grounded answers (schema v5), one per line; titles from one row's meta per top
+    source. Staff questions are taken out, as everywhere in the customer figures. `merge`
+    adds the share of the day's customer LLM answers."""
+    span = day_bounds(inputs.day, inputs.tz)
+    staff = Counter("\n".join(s for (s,) in conn.execute(
+        f"SELECT sources FROM messages INDEXED BY messages_staff WHERE {STAFF_SQL} AND ts >= ? AND ts < ? "
+        "AND sources IS NOT NULL", span)).split("\n"))
+    staff_answers = conn.execute(
+        f"SELECT COUNT(*) FROM messages INDEXED BY messages_staff WHERE {STAFF_SQL} AND ts >= ? AND ts < ? "
+        "AND sources IS NOT NULL", span).fetchone()[0]
+    rows = [s for (s,) in conn.execute("SELECT sources FROM messages INDEXED BY messages_sources "
+                                       "WHERE sources IS NOT NULL AND ts >= ? AND ts < ?", span)]
+    counts = Counter("\n".join(rows).split("\n")) if rows else Counter()
+    counts.subtract(staff)
+    top = sorted(((sid, n) for sid, n in counts.items() if n > 0 and sid), key=lambda r: (-r[1], r[0]))[:TOP_N]
+    return {"grounded": len(rows) - staff_answers,
+            "top_sources": [{"id": sid, "title": redact(_source_title(conn, span, sid)), "count": n} for sid, n in top]}
+
+
+def _source_title(conn: sqlite3.Connection, span: tuple[float, float], source_id: str) -> str:
+    row = conn.execute(
+        "SELECT meta FROM messages INDEXED BY messages_sources WHERE sources IS NOT NULL AND ts >= ? AND ts < ? "
+        "AND instr(char(10) || sources || char(10), char(10) || ? || char(10)) > 0 LIMIT 1",
+        (*span, source_id)).fetchone()
+    try:
+        pairs = json.loads(row[0]).get("sources", []) if row and row[0] else []
+        return next((str(title) for sid, title in pairs if sid == source_id), "")
+    except (ValueError, TypeError, AttributeError):
+        return ""
 
 
 def compute_day(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, Any]:
@@ -418,4 +457,4 @@ def compute_day(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, Any
 
 # The report's independent parts, in `merge`'s argument order.
 PARTS: tuple[Callable[[sqlite3.Connection, ReportInputs], Any], ...] = (
-    compute_day, day_latency, day_conversations, day_lists, past_week, past_chart)
+    compute_day, day_latency, day_conversations, day_lists, past_week, past_chart, day_knowledge)

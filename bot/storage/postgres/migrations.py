@@ -115,7 +115,13 @@ _V1 = (
     )""",
 )
 
-MIGRATIONS: Sequence[Sequence[str]] = (_V1,)
+# What the LLM was given to answer from (Reply.sources), as in the embedded ledger's v5.
+_V2 = (
+    "ALTER TABLE messages ADD COLUMN sources TEXT",
+    "CREATE INDEX messages_sources ON messages (ts) WHERE sources IS NOT NULL",
+)
+
+MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2)
 LATEST_VERSION = len(MIGRATIONS)
 
 

@@ -44,8 +44,8 @@ READERS = 3
 
 _INSERT_MESSAGE = """INSERT INTO messages (ts, platform, conversation_id, user_id, tier, provider,
     model, fallback, input_tokens, output_tokens, cost_usd, latency_ms, question, meta,
-    cache_hit, template, faq_entry, handoff_requested)
-    VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"""
+    cache_hit, template, faq_entry, handoff_requested, sources)
+    VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"""
 _INSERT_MESSAGE_ID = _INSERT_MESSAGE.replace("(ts,", "(id, ts,").replace("VALUES (?,", "VALUES (?,?,")
 _INSERT_ATTEMPT = """INSERT INTO attempts (message_id, seq, provider, model, outcome, detail,
     latency_ms, input_tokens, output_tokens, cost_usd, ts) VALUES (?,?,?,?,?,?,?,?,?,?,?)"""

@@ -154,7 +154,17 @@ def _v4(conn: sqlite3.Connection) -> None:
         conn.execute(sql)
 
 
-MIGRATIONS: Sequence[Callable[[sqlite3.Connection], None]] = (_v1, _v2, _v3, _v4)
+def _v5(conn: sqlite3.Connection) -> None:
+    # What the LLM was given to answer from (Reply.sources): the source ids, one per line
+    # (titles are in the meta JSON), NULL when nothing was (every reply before v5, and every
+    # non-LLM reply). The
+    # report's "answers grounded in the knowledge base" and top sources read only these
+    # rows, from a partial covering index: no other row pays for it at insert.
+    conn.execute("ALTER TABLE messages ADD COLUMN sources TEXT")
+    conn.execute("CREATE INDEX messages_sources ON messages(ts, sources) WHERE sources IS NOT NULL")
+
+
+MIGRATIONS: Sequence[Callable[[sqlite3.Connection], None]] = (_v1, _v2, _v3, _v4, _v5)
 LATEST_VERSION = len(MIGRATIONS)
 
 
