@@ -19,7 +19,8 @@ token) of the reference block plus the fixed instruction paragraph the system pr
 their cost is priced at each provider's default (first) model from `bot/data/prices.toml`.
 Latency: `retrieve()` CPU time per message with all 10,003 Banking77 questions loaded.
 
-    python bench/retrieval_eval.py [--data DIR] [--seed N] [--answer-words 60]
+    python bench/retrieval_eval.py [--data DIR] [--seed N] [--answer-words 60] [--variants all,20,10,5]
+    python bench/retrieval_eval.py --report-messages 1000000 --variants none   # the report's part
 """
 from __future__ import annotations
 
@@ -143,13 +144,58 @@ def latency(rows: list[tuple[str, str]], questions: list[str], words: int, rag: 
           f"wall p50 {np.percentile(wall, 50):.3f} ms, p99 {np.percentile(wall, 99):.3f} ms")
 
 
+def report_part(n: int) -> None:
+    """The daily report's knowledge part over a synthetic day of `n` messages, a third of them
+    LLM answers given 5 sources (out of 300), in a real ledger file at the latest schema."""
+    import datetime as dt
+    import json
+    import random
+    import sqlite3
+    from zoneinfo import ZoneInfo
+
+    from bot.report.compute import ReportInputs, day_knowledge
+    from bot.storage.sqlite.ledger_schema import migrate
+
+    utc = ZoneInfo("UTC")
+    day = dt.date(2026, 12, 1)
+    t0 = dt.datetime(2026, 12, 1, tzinfo=utc).timestamp()
+    rng = random.Random(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        conn = sqlite3.connect(Path(tmp) / "ledger.sqlite3", isolation_level=None)
+        migrate(conn)
+        conn.execute("BEGIN")
+        for i in range(n):
+            pairs = [[f"faq:{rng.randrange(300)}", f"Question {rng.randrange(300)} about something"]
+                     for _ in range(5)] if i % 3 == 0 else None
+            conn.execute(
+                "INSERT INTO messages (ts, platform, conversation_id, user_id, tier, fallback, input_tokens, "
+                "output_tokens, latency_ms, question, meta, sources) VALUES (?, 'telegram', ?, 'u', ?, 0, 1, 1, 5.0, "
+                "'q', ?, ?)", (t0 + i * 86_000 / n, str(i % 5000), "llm" if pairs else "cache",
+                               json.dumps({"sources": pairs}) if pairs else None,
+                               "\n".join(a for a, _ in pairs) if pairs else None))
+        conn.execute("COMMIT")
+        print(f"\n## Daily report, knowledge part ({n:,} messages, {(n + 2) // 3:,} grounded answers x 5 sources)")
+        for _ in range(3):
+            t, c = time.perf_counter(), time.process_time()
+            day_knowledge(conn, ReportInputs(day, utc))
+            print(f"day_knowledge: CPU {time.process_time() - c:.2f} s, wall {time.perf_counter() - t:.2f} s "
+                  f"(load average {os.getloadavg()[0]:.1f})")
+        conn.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--answer-words", type=int, default=60)
     ap.add_argument("--variants", default="all,20,10,5", help="scenarios: 'all' and/or variants per entry")
+    ap.add_argument("--report-messages", type=int, default=0,
+                    help="also time the daily report's knowledge part on a synthetic day of this many messages")
     args = ap.parse_args(argv)
+    if args.report_messages:
+        report_part(args.report_messages)
+        if args.variants == "none":
+            return 0
     rows = read_csv(args.data / "banking77" / "train.csv", "category")
     faq, _choose, test, _held_choose, held_test = split_banking(rows, args.seed)
     config = Config.from_env({})
