@@ -46,11 +46,19 @@ class Request:
 
 @dataclass(slots=True)
 class Completion:
+    """A finished answer. `model` is the model that actually answered when the provider
+    says so (a gateway such as OpenRouter may route to another); `cost_usd` is the cost
+    the provider reported for this call (OpenRouter's `usage.cost`), which wins over a
+    price-table estimate; `upstream` names who served it behind a gateway."""
+
     text: str
     input_tokens: int = 0
     output_tokens: int = 0
     finish_reason: str | None = None
     usage_estimated: bool = False
+    model: str | None = None
+    cost_usd: float | None = None
+    upstream: str | None = None
 
 
 CONTINUE_INSTRUCTION = ("Your previous answer was cut off after the text above. Continue it exactly "
@@ -104,6 +112,9 @@ class StreamState:
     output_tokens: int = 0
     usage_seen: bool = False
     finish_reason: str | None = None
+    model: str | None = None         # the model that answered, when the stream names it
+    cost_usd: float | None = None    # the provider's reported cost, when it reports one
+    upstream: str | None = None      # who served it behind a gateway
 
     @property
     def partial(self) -> str:
