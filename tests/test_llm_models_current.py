@@ -53,6 +53,10 @@ def test_every_default_model_is_active_and_priced():
     named = [(p, m) for p, ms in DEFAULT_MODELS.items() for m in ms]
     named += [(p, m) for p, ms in DEFAULT_VISION.items() for m in ms if m != "*"]
     for provider, model in named:
+        if provider == "openrouter":
+            # OpenRouter reports each call's cost (usage.cost), which depends on the upstream
+            # that served it: no table price (test_llm_openrouter.py checks the reported one).
+            continue
         price = book.price(provider, model)
         assert price is not None, f"default {provider}/{model} has no price: its cost would be unknown"
         assert price.status == "active", f"default {provider}/{model} is {price.status}: {price.note}"

@@ -72,7 +72,7 @@ class Breaker:
             # Half-open, but a late answer of a request sent before it opened may have asked
             # for a wait (a 503 with Retry-After): the probe waits for it too.
         if now < self.paused_until:
-            return E.MODEL_GONE if self.last_reason == E.MODEL_GONE else "rate_limited"
+            return self.last_reason if self.last_reason in (E.MODEL_GONE, E.OUT_OF_CREDITS) else "rate_limited"
         return None
 
     def acquire(self) -> bool:
@@ -112,6 +112,13 @@ class Breaker:
             if was_probe:
                 self.probing = False
                 self.open_until = max(self.open_until, self.paused_until)
+            return
+        if outcome == E.OUT_OF_CREDITS:
+            # Like a spent quota, for the whole account: nobody asks again until the provider's
+            # Retry-After (if it gave one) or CREDITS_PAUSE_S has passed; then one quick 402
+            # (or an answer, after a top-up) tells. Never an outage: the breaker stays closed.
+            self.paused_until = max(self.paused_until, now + min(retry_after or E.CREDITS_PAUSE_S, MAX_PAUSE_S))
+            self.release(was_probe)
             return
         if outcome == E.MODEL_GONE:
             # The provider no longer serves this model: skip it (not its siblings) for long.

@@ -315,6 +315,12 @@ class ChainTier:
         elif err.outcome in E.TRANSPORT_FAILURES:
             host.failure(err.outcome, err.retry_after, probes[0])
             model.release(probes[1])
+        elif err.outcome == E.OUT_OF_CREDITS:
+            # The account, not the model: every model of the provider is paused (breaker.py).
+            if host.available() != E.OUT_OF_CREDITS:
+                self._out_of_credits(step, err)
+            host.failure(err.outcome, err.retry_after, probes[0])
+            model.release(probes[1])
         else:
             host.success()  # it answered: the host is reachable
             if err.outcome == E.AUTH:
@@ -332,41 +338,66 @@ class ChainTier:
         detail = err.detail if err else None
         if estimated:
             detail = f"{detail}; usage_estimated" if detail else "usage_estimated"
+        if comp is not None and comp.model and comp.model != step.model:
+            served = f"answered_by={comp.model}"  # a gateway routed it to another model
+            detail = f"{detail}; {served}" if detail else served
         attempt = Attempt(
             provider=step.provider, model=step.model, outcome=err.outcome if err else E.OK,
             latency_ms=round(outcome.latency_s * 1000, 3), detail=detail,
             input_tokens=tokens_in, output_tokens=tokens_out,
-            cost_usd=self.prices.cost(step.provider, step.model, tokens_in, tokens_out),
+            cost_usd=self.cost(outcome),
             retry_after=err.retry_after if err else None)
         turn.record(attempt)
         return attempt
+
+    def cost(self, outcome: Outcome) -> float | None:
+        """What the attempt cost: the provider's own figure when it reports one (OpenRouter's
+        `usage.cost`), else the price table's for the tokens (None: price unknown)."""
+        step, err, comp = outcome.step, outcome.error, outcome.completion
+        if comp is not None and comp.cost_usd is not None:
+            return comp.cost_usd
+        src = comp or err
+        tokens_in, tokens_out = (src.input_tokens, src.output_tokens) if src is not None else (0, 0)
+        return self.prices.cost(step.provider, step.model, tokens_in, tokens_out)
 
     def disable(self, provider: str, err: E.ProviderError) -> None:
         if provider in self.disabled:
             return
         self.disabled[provider] = E.AUTH
         self.breakers.host(provider).disable(E.AUTH)
-        from .routes import KEY_VARS
-
+        key_var = self.settings.key_var(provider)
         log.error(kv(provider=provider, outcome="auth", status=err.status,
-                     action="switched_off_until_restart", fix=f"check {KEY_VARS.get(provider, 'its API key')}"))
+                     action="switched_off_until_restart", fix=f"check {key_var or 'its API key'}"))
 
     def _model_gone(self, step: Step, err: E.ProviderError) -> None:
         """Loud, once per pause: only the operator can replace a retired model name."""
+        from .routes import models_var
+
         log.error(kv(provider=step.provider, model=step.model, outcome=E.MODEL_GONE, status=err.status,
                      action=f"model_skipped_for_{E.MODEL_GONE_PAUSE_S:g}s",
                      fix=f"the provider no longer serves {step.model}; "
-                         f"set TIERBOT_{step.provider.upper()}_MODELS to a current model"))
+                         f"set {models_var(step.provider)} to a current model"))
+
+    def _out_of_credits(self, step: Step, err: E.ProviderError) -> None:
+        """Loud, once per pause: only the operator can pay."""
+        log.error(kv(provider=step.provider, outcome=E.OUT_OF_CREDITS, status=err.status, detail=err.detail or None,
+                     action=f"provider_skipped_for_{err.retry_after or E.CREDITS_PAUSE_S:g}s",
+                     fix="add credits to the account (or raise the key's credit limit)"))
 
     def _reply(self, outcome: Outcome, turn: TurnContext, **meta: Any) -> Reply:
         step, comp = outcome.step, outcome.completion
         assert comp is not None
-        self.prices.observe(step.provider, self.prices.cost(step.provider, step.model,
-                                                             comp.input_tokens, comp.output_tokens))
-        log.info(kv(provider=step.provider, model=step.model, outcome="ok",
+        self.prices.observe(step.provider, self.cost(outcome))
+        # The model that actually answered: a gateway (OpenRouter) may route elsewhere.
+        model = comp.model or step.model
+        if model != step.model:
+            meta = {"model_requested": step.model, **meta}
+        if comp.upstream:
+            meta = {"upstream": comp.upstream, **meta}
+        log.info(kv(provider=step.provider, model=model, outcome="ok",
                     latency_ms=round(outcome.latency_s * 1000, 1),
                     tokens=f"{comp.input_tokens}+{comp.output_tokens}"))
-        return Reply(text=comp.text.strip(), tier="llm", provider=step.provider, model=step.model,
+        return Reply(text=comp.text.strip(), tier="llm", provider=step.provider, model=model,
                      meta={"route": turn.route, **meta})
 
     def _log_failure(self, outcome: Outcome | None, next_: str) -> None:

@@ -9,7 +9,7 @@ import time
 from ..secrets import mask
 from .errors import MODEL_GONE, ProviderError
 from .providers.base import Message, Request
-from .routes import BASE_URL_VARS, KEY_VARS, LLMSettings
+from .routes import BASE_URL_VARS, LLMSettings, models_var
 
 __all__ = ["register", "run_check"]
 
@@ -38,10 +38,13 @@ async def run_check(args: argparse.Namespace) -> int:
     providers = build_providers(config, settings, announce=False)
     answered = 0
     for name in settings.chain:
-        key = config.get(KEY_VARS[name])
+        key_var = settings.key_var(name)
         models = settings.models[name]
-        url = config.get(BASE_URL_VARS[name]) or "(default)"
-        print(f"{name}: key {KEY_VARS[name]}={mask(key)} base_url={url} models={','.join(models)}")
+        endpoint = settings.endpoints.get(name)
+        url = endpoint.base_url if endpoint else (config.get(BASE_URL_VARS[name]) or "(default)")
+        key = f"{key_var}={mask(config.get(key_var))}" if key_var else "none (declared without key_env)"
+        paid = " paid" if name in settings.paid else ""
+        print(f"{name}: key {key} base_url={url} models={','.join(models)}{paid}")
         for m in models:  # warn before a retirement breaks the chain (prices.toml knows the status)
             price = prices.price(name, m)
             if price is not None and price.status in ("deprecated", "retired"):
@@ -57,14 +60,22 @@ async def run_check(args: argparse.Namespace) -> int:
                 completion = await provider.complete(model, PING, timeout)
             ms = (time.perf_counter() - t0) * 1000
             answered += 1
-            print(f"  {name}/{model}: ok {ms:.0f} ms tokens={completion.input_tokens}+{completion.output_tokens}")
+            cost = prices.cost(name, model, completion.input_tokens, completion.output_tokens)
+            if completion.cost_usd is not None:
+                cost_text = f"${completion.cost_usd:.6f} (reported)"
+            else:
+                cost_text = "price unknown" if cost is None else f"${cost:.6f}"
+            served = f" answered_by={completion.model}" if completion.model and completion.model != model else ""
+            served += f" upstream={completion.upstream}" if completion.upstream else ""
+            print(f"  {name}/{model}: ok {ms:.0f} ms tokens={completion.input_tokens}+{completion.output_tokens} "
+                  f"cost={cost_text}{served}")
         except ProviderError as e:
             ms = (time.perf_counter() - t0) * 1000
             extra = f" retry_after={e.retry_after:g}s" if e.retry_after is not None else ""
             print(f"  {name}/{model}: FAILED outcome={e.outcome} ({e.detail}){extra} after {ms:.0f} ms")
             if e.outcome == MODEL_GONE:
                 print(f"  {name}/{model}: the provider no longer serves this model (retired or unknown id): "
-                      f"set TIERBOT_{name.upper()}_MODELS to a current model")
+                      f"set {models_var(name)} to a current model")
         except TimeoutError:
             print(f"  {name}/{model}: FAILED outcome=timeout (no answer within {timeout:g}s)")
     for p in providers.values():

@@ -16,7 +16,7 @@ __all__ = [
     "ProviderError", "classify_status", "retry_after_from", "OK", "RATE_LIMITED", "OVERLOADED",
     "SERVER_ERROR", "TIMEOUT", "CONNECTION", "AUTH", "BAD_REQUEST", "MALFORMED", "EMPTY",
     "CONTENT_FILTERED", "STREAM_CUT", "STALLED", "HEALTH_FAILURES", "TRANSPORT_FAILURES", "MODEL_GONE",
-    "MODEL_GONE_PAUSE_S",
+    "MODEL_GONE_PAUSE_S", "OUT_OF_CREDITS", "UPSTREAM_ERROR", "CREDITS_PAUSE_S",
 ]
 
 OK = "ok"
@@ -33,15 +33,22 @@ CONTENT_FILTERED = "content_filtered"  # the provider's safety system refused
 STREAM_CUT = "stream_cut"          # a stream broke after text had been produced
 STALLED = "stalled"                # left before its timeout: the host had gone silent (stalls.py)
 MODEL_GONE = "model_gone"          # the provider no longer serves this model (retired / unknown id)
+OUT_OF_CREDITS = "out_of_credits"  # 402: the account or key has no credit left; like a spent quota
+UPSTREAM_ERROR = "upstream_error"  # a gateway's (OpenRouter's) upstream provider failed: 502/503
 
 # A gone model is skipped (its siblings are not) for this long: a retired model does not
 # come back, but a typo fixed by a redeploy restarts the process anyway, and a provider's
 # passing mistake should not cost the model until restart.
 MODEL_GONE_PAUSE_S = 3600.0
 
+# An account out of credits stays so until someone pays: the whole provider (every model,
+# one key) is skipped this long unless the provider says when to come back; then one
+# quick 402 finds out. Short enough that a top-up is noticed within a minute.
+CREDITS_PAUSE_S = 60.0
+
 # Outcomes that say something about the provider's health (feed its breaker).
 HEALTH_FAILURES = frozenset({OVERLOADED, SERVER_ERROR, TIMEOUT, CONNECTION, MALFORMED, EMPTY, STREAM_CUT,
-                             STALLED})
+                             STALLED, UPSTREAM_ERROR})
 # Outcomes that say the host itself is unreachable (feed the provider-wide breaker).
 TRANSPORT_FAILURES = frozenset({TIMEOUT, CONNECTION, STALLED})
 
@@ -67,6 +74,8 @@ class ProviderError(Exception):
 
 _OVERLOAD_WORDS = ("overloaded", "unavailable")
 _RATE_WORDS = ("rate_limit", "resource_exhausted", "quota", "rate limit")
+# OpenRouter 402 "Insufficient credits"; Anthropic's 400 "Your credit balance is too low".
+_CREDIT_WORDS = ("insufficient credits", "credit balance is too low")
 _FILTER_WORDS = ("safety", "content_filter", "content_policy", "blocked")
 
 
@@ -87,9 +96,12 @@ def _model_gone(status: int, words: str) -> bool:
     Anthropic 404 {"type":"error","error":{"type":"not_found_error","message":"model: <id>"}};
     Groq 400 code "model_decommissioned" / 404 code "model_not_found"; Gemini 404
     {"error":{"code":404,"status":"NOT_FOUND","message":"models/<id> is not found for API
-    version v1beta, or is not supported for generateContent. ..."}}. A 404 that does not
+    version v1beta, or is not supported for generateContent. ..."}}; OpenRouter's below. A 404 that does not
     name a model (a wrong base URL or path) is not this."""
     if "model_decommissioned" in words or "model_not_found" in words:
+        return True
+    # OpenRouter: 400 "<id> is not a valid model ID", 404 "No endpoints found for <id>."
+    if "is not a valid model id" in words or "no endpoints found for" in words:
         return True
     return status == 404 and "not_found" in words and "model" in words
 
@@ -97,6 +109,8 @@ def _model_gone(status: int, words: str) -> bool:
 def classify_status(status: int, body: Any = None) -> str:
     """The outcome for an HTTP error status (and its error body)."""
     words = _error_words(body)
+    if status == 402 or any(w in words for w in _CREDIT_WORDS):
+        return OUT_OF_CREDITS
     if status == 429 or any(w in words for w in _RATE_WORDS):
         return RATE_LIMITED
     if (status in (401, 403) or "authentication" in words or "permission_denied" in words

@@ -20,7 +20,7 @@ from .chain import ChainTier
 from .prompt import REFERENCE_NOTE, PromptBuilder
 from .reference import RagSettings, SourcesAmender
 from .providers.base import Provider
-from .routes import BASE_URL_VARS, KEY_VARS, LLMSettings
+from .routes import BASE_URL_VARS, LLMSettings
 
 if TYPE_CHECKING:
     from ..app import BotParts
@@ -34,30 +34,45 @@ def build_providers(config: Config, settings: LLMSettings, *, announce: bool = T
     """One client per provider in the chain that has a key; one clear line for each that has none."""
     providers: dict[str, Provider] = {}
     for name in settings.chain:
-        key = config.get(KEY_VARS[name])
-        if not key:
+        key_var = settings.key_var(name)
+        key = config.get(key_var) if key_var else None
+        if key_var and not key:
             if announce:
-                log.warning(kv(provider=name, status="skipped", reason=f"{KEY_VARS[name]} is not set"))
+                log.warning(kv(provider=name, status="skipped", reason=f"{key_var} is not set"))
             continue
-        base_url = config.get(BASE_URL_VARS[name])
-        if name == "groq":
-            from .providers.groq import REASONING_EFFORTS, GroqProvider
-
-            effort = (config.get("TIERBOT_GROQ_REASONING_EFFORT") or "low").strip().lower()
-            if effort not in REASONING_EFFORTS:
-                raise ConfigError(f"TIERBOT_GROQ_REASONING_EFFORT must be one of {', '.join(REASONING_EFFORTS)}, "
-                                  f"got {effort!r}")
-            providers[name] = GroqProvider(key, base_url, pool=settings.pool, transport=settings.groq_transport,
-                                           reasoning_effort=effort)
-        elif name == "claude":
-            from .providers.anthropic import AnthropicProvider
-
-            providers[name] = AnthropicProvider(key, base_url, pool=settings.pool)
-        else:
-            from .providers.gemini import GeminiProvider
-
-            providers[name] = GeminiProvider(key, base_url, pool=settings.pool)
+        providers[name] = _provider(name, key, config, settings)
     return providers
+
+
+def _provider(name: str, key: str | None, config: Config, settings: LLMSettings) -> Provider:
+    base_url = config.get(BASE_URL_VARS[name]) if name in BASE_URL_VARS else None
+    if name in settings.endpoints:
+        from .providers.openai_compat import OpenAICompatProvider
+
+        e = settings.endpoints[name]
+        return OpenAICompatProvider(name, key, e.base_url, pool=settings.pool, transport=settings.groq_transport,
+                                    headers=e.headers)
+    if name == "groq":
+        from .providers.groq import REASONING_EFFORTS, GroqProvider
+
+        effort = (config.get("TIERBOT_GROQ_REASONING_EFFORT") or "low").strip().lower()
+        if effort not in REASONING_EFFORTS:
+            raise ConfigError(f"TIERBOT_GROQ_REASONING_EFFORT must be one of {', '.join(REASONING_EFFORTS)}, "
+                              f"got {effort!r}")
+        return GroqProvider(key, base_url, pool=settings.pool, transport=settings.groq_transport,
+                            reasoning_effort=effort)
+    if name == "openrouter":
+        from .providers.openai_compat import OpenRouterProvider
+
+        return OpenRouterProvider(key, base_url, pool=settings.pool, transport=settings.groq_transport,
+                                  referer=settings.openrouter_referer, title=settings.openrouter_title)
+    if name == "claude":
+        from .providers.anthropic import AnthropicProvider
+
+        return AnthropicProvider(key, base_url, pool=settings.pool)
+    from .providers.gemini import GeminiProvider
+
+    return GeminiProvider(key, base_url, pool=settings.pool)
 
 
 def install(parts: "BotParts") -> None:

@@ -2,9 +2,11 @@
 models (tried in order), which models see images, and named routes.
 
 Environment (wins over the config file):
-  TIERBOT_CHAIN               groq,gemini,claude (any order, any subset)
+  TIERBOT_CHAIN               groq,gemini,claude (any order, any subset; also openrouter
+                              and any endpoint declared under [llm.endpoints])
   TIERBOT_GROQ_MODELS         comma list, tried in order (also TIERBOT_GEMINI_MODELS,
-                              TIERBOT_CLAUDE_MODELS)
+                              TIERBOT_CLAUDE_MODELS, TIERBOT_OPENROUTER_MODELS and
+                              TIERBOT_<NAME>_MODELS for a declared endpoint)
   TIERBOT_<P>_VISION_MODELS   models of provider P that accept images ("*" = all, "none")
   TIERBOT_ROUTE_<NAME>        a named chain, e.g. TIERBOT_ROUTE_STAFF=claude,gemini:gemini-2.5-pro
   TIERBOT_ATTEMPT_TIMEOUT_S   cap on one attempt (default 6); the deadline caps it further
@@ -18,7 +20,8 @@ Environment (wins over the config file):
   TIERBOT_MAX_TOKENS, TIERBOT_FILTER_FALLTHROUGH, TIERBOT_HEDGING, TIERBOT_HEDGE_BUDGET,
   TIERBOT_BREAKER_THRESHOLD, TIERBOT_BREAKER_COOLDOWN_S, TIERBOT_LLM_POOL
 Config file: an [llm] table with the same settings in lower case (chain = [...],
-[llm.models], [llm.vision], [llm.routes], attempt_timeout_s = ..., ...).
+[llm.models], [llm.vision], [llm.routes], attempt_timeout_s = ..., ...), and one
+[llm.endpoints.<name>] table per OpenAI-compatible endpoint (see `Endpoint`).
 """
 from __future__ import annotations
 
@@ -27,12 +30,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import Config, ConfigError
+from ..secrets import register_secrets
+from .endpoints import Endpoint, parse_endpoints
 
-__all__ = ["PROVIDERS", "Step", "LLMSettings", "KEY_VARS", "BASE_URL_VARS"]
+__all__ = ["PROVIDERS", "BUILTIN", "Step", "LLMSettings", "KEY_VARS", "BASE_URL_VARS", "Endpoint", "models_var"]
 
-PROVIDERS = ("groq", "gemini", "claude")
-KEY_VARS = {"groq": "GROQ_API_KEY", "gemini": "GEMINI_API_KEY", "claude": "ANTHROPIC_API_KEY"}
-BASE_URL_VARS = {"groq": "GROQ_BASE_URL", "gemini": "GEMINI_BASE_URL", "claude": "ANTHROPIC_BASE_URL"}
+PROVIDERS = ("groq", "gemini", "claude")  # the default chain
+BUILTIN = (*PROVIDERS, "openrouter")       # every provider known without a declaration
+KEY_VARS = {"groq": "GROQ_API_KEY", "gemini": "GEMINI_API_KEY", "claude": "ANTHROPIC_API_KEY",
+            "openrouter": "OPENROUTER_API_KEY"}
+BASE_URL_VARS = {"groq": "GROQ_BASE_URL", "gemini": "GEMINI_BASE_URL", "claude": "ANTHROPIC_BASE_URL",
+                 "openrouter": "OPENROUTER_BASE_URL"}
 ALIASES = {"anthropic": "claude", "google": "gemini"}
 
 # Current, non-deprecated models as of 2026-11-25 (README "Models and prices"); the cheap,
@@ -41,13 +49,21 @@ DEFAULT_MODELS: dict[str, tuple[str, ...]] = {
     "groq": ("openai/gpt-oss-20b", "openai/gpt-oss-120b"),
     "gemini": ("gemini-3.5-flash-lite", "gemini-3.8-flash"),
     "claude": ("claude-haiku-5-5", "claude-sonnet-5-5"),
+    # The same open-weight models as Groq's defaults, served on OpenRouter by several hosts.
+    "openrouter": ("openai/gpt-oss-20b", "openai/gpt-oss-120b"),
 }
 # Groq's default models read text only; images go to Gemini and Claude, whose models all see them.
 DEFAULT_VISION: dict[str, tuple[str, ...]] = {
     "groq": (),
     "gemini": ("*",),
     "claude": ("*",),
+    "openrouter": (),
 }
+
+
+def models_var(provider: str) -> str:
+    """The variable that lists a provider's models: TIERBOT_GROQ_MODELS, TIERBOT_MY_VLLM_MODELS."""
+    return f"TIERBOT_{provider.upper().replace('-', '_')}_MODELS"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +88,11 @@ def _split(raw: Any, name: str) -> tuple[str, ...]:
     return tuple(items)
 
 
-def _provider(name: str, setting: str) -> str:
+def _provider(name: str, setting: str, known: tuple[str, ...] = BUILTIN) -> str:
     p = ALIASES.get(name.lower(), name.lower())
-    if p not in PROVIDERS:
-        raise ConfigError(f"{setting}: unknown provider {name!r} (known: {', '.join(PROVIDERS)})")
+    if p not in known:
+        raise ConfigError(f"{setting}: unknown provider {name!r} (known: {', '.join(known)}; "
+                          f"declare an OpenAI-compatible endpoint under [llm.endpoints.{p}])")
     return p
 
 
@@ -108,6 +125,22 @@ class LLMSettings:
     # The groq SDK's HTTP backend: "aiohttp" (about a third of the CPU per call of "httpx",
     # BENCHMARKS.md) or "httpx", the SDK's default, kept as a fallback and for comparison.
     groq_transport: str = "aiohttp"
+    # OpenAI-compatible endpoints declared in the config file, by the name the chain uses.
+    endpoints: Mapping[str, Endpoint] = field(default_factory=dict)
+    # OpenRouter's attribution headers (HTTP-Referer, X-Title); not sent when unset.
+    openrouter_referer: str | None = None
+    openrouter_title: str | None = None
+
+    @property
+    def paid(self) -> frozenset[str]:
+        """Providers the operator marked paid (declared endpoints with `paid = true`)."""
+        return frozenset(name for name, e in self.endpoints.items() if e.paid)
+
+    def key_var(self, provider: str) -> str | None:
+        """The variable holding the provider's key (None: a declared endpoint with no key)."""
+        if provider in self.endpoints:
+            return self.endpoints[provider].key_env
+        return KEY_VARS.get(provider)
 
     def is_vision(self, step: Step) -> bool:
         v = self.vision.get(step.provider, frozenset())
@@ -124,21 +157,28 @@ class LLMSettings:
             value = config.get(env)
             return value if value is not None else sec.get(key, default)
 
-        chain = tuple(_provider(p, "TIERBOT_CHAIN") for p in _split(pick("TIERBOT_CHAIN", "chain", ",".join(PROVIDERS)), "TIERBOT_CHAIN"))
+        endpoints = parse_endpoints(sec.get("endpoints", {}), reserved=(*BUILTIN, *ALIASES))
+        # A declared endpoint's key is a secret like the built-in ones: redacted everywhere.
+        register_secrets(config.get(e.key_env) for e in endpoints.values() if e.key_env)
+        known = (*BUILTIN, *endpoints)
+        chain = tuple(_provider(p, "TIERBOT_CHAIN", known)
+                      for p in _split(pick("TIERBOT_CHAIN", "chain", ",".join(PROVIDERS)), "TIERBOT_CHAIN"))
         if len(set(chain)) != len(chain):
             raise ConfigError(f"TIERBOT_CHAIN names a provider twice: {','.join(chain)}")
         file_models = sec.get("models", {}) or {}
         file_vision = sec.get("vision", {}) or {}
         if not isinstance(file_models, Mapping) or not isinstance(file_vision, Mapping):
             raise ConfigError("config [llm.models] and [llm.vision] must be tables")
+        default_models = {**DEFAULT_MODELS, **{n: e.models for n, e in endpoints.items()}}
+        default_vision = {**DEFAULT_VISION, **{n: tuple(e.vision) for n, e in endpoints.items()}}
         models, vision = {}, {}
-        for p in PROVIDERS:
-            env = f"TIERBOT_{p.upper()}_MODELS"
+        for p in known:
+            env = models_var(p)
             alt = "TIERBOT_ANTHROPIC_MODELS" if p == "claude" else env
-            raw = config.get(env) or config.get(alt) or file_models.get(p) or DEFAULT_MODELS[p]
+            raw = config.get(env) or config.get(alt) or file_models.get(p) or default_models[p]
             models[p] = _split(raw, env)
-            venv = f"TIERBOT_{p.upper()}_VISION_MODELS"
-            vraw = config.get(venv) if config.get(venv) is not None else file_vision.get(p, DEFAULT_VISION[p])
+            venv = f"TIERBOT_{p.upper().replace('-', '_')}_VISION_MODELS"
+            vraw = config.get(venv) if config.get(venv) is not None else file_vision.get(p, default_vision[p])
             none = vraw in ((), []) or (isinstance(vraw, str) and vraw.strip().lower() == "none")
             vision[p] = frozenset() if none else frozenset(_split(vraw, venv))
 
@@ -146,7 +186,7 @@ class LLMSettings:
             steps: list[Step] = []
             for entry in entries:
                 prov, _, model = entry.partition(":")
-                prov = _provider(prov.strip(), setting)
+                prov = _provider(prov.strip(), setting, known)
                 for m in ([model.strip()] if model else models[prov]):
                     if Step(prov, m) not in steps:
                         steps.append(Step(prov, m))
@@ -189,6 +229,12 @@ class LLMSettings:
                 raise ConfigError(f"[llm] {key} must be true or false, got {raw!r}")
             return raw
 
+        def text(env: str, key: str) -> str | None:
+            raw = pick(env, key, None)
+            if raw is not None and (not isinstance(raw, str) or "\n" in raw or "\r" in raw):
+                raise ConfigError(f"{env} ([llm] {key}) must be one line of text, got {raw!r}")
+            return raw.strip() or None if raw is not None else None
+
         budget = num("TIERBOT_HEDGE_BUDGET", "hedge_budget", 0.05, 0.0)
         if budget > 1:
             raise ConfigError(f"TIERBOT_HEDGE_BUDGET is a fraction of traffic (0..1), got {budget}")
@@ -212,4 +258,7 @@ class LLMSettings:
             stall_floor_s=num("TIERBOT_STALL_FLOOR_S", "stall_floor_s", 1.0, 0.01),
             slow_start=int(num("TIERBOT_SLOW_START", "slow_start", 2, 0)),
             groq_transport=groq_transport,
+            endpoints=endpoints,
+            openrouter_referer=text("TIERBOT_OPENROUTER_REFERER", "openrouter_referer"),
+            openrouter_title=text("TIERBOT_OPENROUTER_TITLE", "openrouter_title"),
         )

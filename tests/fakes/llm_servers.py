@@ -21,6 +21,15 @@ Per model, as the real APIs answer (all off by default):
     fp.claude.current_rules.add("claude-haiku-5-5")  # 400 for sampling params / a prefill, like
                                                   # Claude 4.6 and later (Haiku 5.5, Sonnet 5.5)
     fp.claude.default = ok("Hi", thinking="Let me see")  # a thinking block before the text
+
+OpenRouter (`fp.openrouter`, `/api/v1/chat/completions`) adds its own failures and fields:
+
+    fp.openrouter.script(upstream_error(502, provider="Groq"), out_of_credits())
+    fp.openrouter.default = ok("Hi", answered_by="anthropic/claude-haiku-4.5", cost=0.00012)
+    fp.openrouter.default = stream_error(cut_after=2)   # a 200, then an SSE error event
+
+`FakeOpenAICompat` is a plain OpenAI-compatible server (`/v1/chat/completions`, as vLLM,
+Ollama, Together or Fireworks serve it) for endpoints declared in the config file.
 """
 from __future__ import annotations
 
@@ -40,10 +49,11 @@ __all__ = [
     "ok", "rate_limited", "server_error", "overloaded", "black_hole", "reset", "malformed", "empty",
     "auth_error", "bad_request", "cut", "safety", "KEYS", "dead_url", "RemoteFakes", "spawn_fakes",
     "quota_none", "quota_exhausted", "QUOTA_SHAPES", "EXHAUSTED_WAIT",
+    "FakeOpenRouter", "FakeOpenAICompat", "upstream_error", "out_of_credits", "stream_error",
 ]
 
 KEYS = {"groq": "gsk_test_groq_key_0123456789", "gemini": "AIza_test_gemini_key_0123456789",
-        "claude": "sk-ant-test-claude-key-0123456789"}
+        "claude": "sk-ant-test-claude-key-0123456789", "openrouter": "sk-or-v1-test-openrouter-key-0123456789"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,13 @@ class Behaviour:
     quota: str = ""
     thinking: str = ""             # Claude: a thinking block before the text; Groq: the reasoning
                                    # field of gpt-oss (either's events count for cut_after)
+    # OpenRouter: the model that answered (default: the one asked for), the upstream that
+    # served or failed it (metadata.provider_name / the response's `provider`), the cost it
+    # reports in usage (None: none reported), an upstream error's status (502 or 503).
+    answered_by: str = ""
+    upstream: str = "Groq"
+    cost: float | None = None
+    status: int = 0
 
     @property
     def out_tokens(self) -> int:
@@ -143,6 +160,25 @@ def bad_request() -> Behaviour:
 def cut(text: str = "The quick brown fox jumps over the lazy dog.", cut_after: int = 3, **kw: Any) -> Behaviour:
     """A stream that breaks after `cut_after` chunks (a non-stream request gets a truncated body)."""
     return Behaviour("cut", text, cut_after=cut_after, **kw)
+
+
+def upstream_error(status: int = 502, provider: str = "Groq", retry_after: float | None = None,
+                   **kw: Any) -> Behaviour:
+    """OpenRouter: the upstream provider failed (502) or none is available (503)."""
+    return Behaviour("upstream_error", status=status, upstream=provider, retry_after=retry_after, **kw)
+
+
+def out_of_credits(**kw: Any) -> Behaviour:
+    """OpenRouter: 402, the account or key has no credits left."""
+    return Behaviour("out_of_credits", **kw)
+
+
+def stream_error(text: str = "The quick brown fox jumps over the lazy dog.", cut_after: int = 2,
+                 **kw: Any) -> Behaviour:
+    """OpenRouter: 200, then the upstream fails mid-way — an SSE data event carrying `error`
+    and `finish_reason: "error"` after `cut_after` chunks (a non-stream request: a 200
+    whose body is the error)."""
+    return Behaviour("stream_error", text, cut_after=cut_after, **kw)
 
 
 def safety() -> Behaviour:
@@ -264,6 +300,9 @@ class FakeServer:
         b = self._next(model)
         if b.latency:
             await asyncio.sleep(b.latency)
+        special = await self.special(request, model, stream, b)
+        if special is not None:
+            return special
         if b.kind == "black_hole":
             await self._closing.wait()  # released (and dropped) when the server stops
             _abort(request)
@@ -332,6 +371,11 @@ class FakeServer:
     def model_gone(self, model: str, retired: bool) -> web.Response:
         """The provider's answer for a retired or unknown model id."""
         raise NotImplementedError
+
+    async def special(self, request: web.Request, model: str, stream: bool,
+                      b: Behaviour) -> web.StreamResponse | None:
+        """A provider's own behaviour kinds (OpenRouter's 402, upstream errors), or None."""
+        return None
 
     def reject(self, model: str, body: Any) -> web.Response | None:
         """A 400 the real API gives this model for this request body, or None."""
@@ -456,6 +500,123 @@ class FakeGroq(FakeServer):
 
     preamble_events = 1
     malformed_sse = b'data: {"id": "chatcmpl-x", "choices": [{"del\n\n'
+
+
+class FakeOpenAICompat(FakeGroq):
+    """A plain OpenAI-compatible server, `/v1/chat/completions` (vLLM, Ollama, Together,
+    Fireworks): the OpenAI chunk and error shapes, no Groq or OpenRouter extras."""
+
+    name = "openai-compat"
+    path = "/v1/chat/completions"
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post(self.path, self._route)]
+
+    def completion(self, model: str, b: Behaviour) -> dict:
+        body = super().completion(model, b)
+        body.pop("x_groq", None)
+        return body
+
+
+class FakeOpenRouter(FakeOpenAICompat):
+    """OpenRouter's `/api/v1/chat/completions` (openrouter.ai/docs: errors, streaming, usage
+    accounting): errors as `{"error": {"code": <int>, "message", "metadata"}}` — 402 out of
+    credits, 429, 502/503 with the upstream's name and raw answer in `metadata` — `: OPENROUTER
+    PROCESSING` comments in streams, `provider` and the answering `model` in every response,
+    `usage.cost` in credits, errors after the 200 as an SSE data event with `error`."""
+
+    name = "openrouter"
+    path = "/api/v1/chat/completions"
+    preamble_events = 2  # the processing comment, the role chunk
+
+    def _error(self, status: int, message: str, metadata: dict | None = None,
+               retry_after: float | None = None) -> web.Response:
+        err: dict[str, Any] = {"code": status, "message": message}
+        if metadata is not None:
+            err["metadata"] = metadata
+        return web.json_response({"error": err}, status=status, headers=_retry_headers(retry_after))
+
+    def error(self, status: int, retry_after: float | None = None) -> web.Response:
+        messages = {401: "No auth credentials found", 400: "Invalid request: messages is required",
+                    429: "Rate limit exceeded: limit_rpm/openai/gpt-oss-20b. High demand for this model.",
+                    500: "Internal Server Error",
+                    503: "No allowed providers are available for the selected model."}
+        return self._error(status, messages.get(status, messages[500]), retry_after=retry_after)
+
+    def rate_error(self, quota: str, retry_after: float | None) -> web.Response:
+        if quota == "exhausted":  # the key's own limit, with its reset (ms since the epoch)
+            wait = 60.0 if retry_after is None else retry_after
+            reset = str(int((time.time() + wait) * 1000))
+            return self._error(429, "Rate limit exceeded: free-models-per-min.",
+                               {"headers": {"X-RateLimit-Limit": "20", "X-RateLimit-Remaining": "0",
+                                            "X-RateLimit-Reset": reset}}, retry_after=retry_after)
+        return self._error(429, "Provider returned error", {  # the upstream was rate limited
+            "raw": "openai/gpt-oss-20b is temporarily rate-limited upstream. Please retry shortly.",
+            "provider_name": "Chutes"})
+
+    def model_gone(self, model: str, retired: bool) -> web.Response:
+        if retired:
+            return self._error(404, f"No endpoints found for {model}.")
+        return self._error(400, f"{model} is not a valid model ID")
+
+    async def special(self, request: web.Request, model: str, stream: bool,
+                      b: Behaviour) -> web.StreamResponse | None:
+        if b.kind == "out_of_credits":
+            return self._error(402, "Insufficient credits. Add more using https://openrouter.ai/settings/credits",
+                               {"limit_source": "openrouter_credits"}, retry_after=b.retry_after)
+        if b.kind == "upstream_error":
+            status = b.status or 502
+            if status == 503:
+                return self._error(503, "No allowed providers are available for the selected model.",
+                                   {"provider_name": b.upstream, "raw": None}, retry_after=b.retry_after)
+            raw = json.dumps({"error": {"message": "Internal server error", "type": "internal_server_error"}})
+            return self._error(status, "Provider returned error", {"provider_name": b.upstream, "raw": raw},
+                               retry_after=b.retry_after)
+        if b.kind == "stream_error" and not stream:
+            return web.json_response({"error": {"code": 502, "message": "Provider returned error",
+                                                "metadata": {"provider_name": b.upstream, "raw": "upstream reset"}}})
+        return None
+
+    def _usage(self, b: Behaviour) -> dict:
+        usage: dict[str, Any] = {"prompt_tokens": b.input_tokens, "completion_tokens": b.out_tokens,
+                                 "total_tokens": b.input_tokens + b.out_tokens,
+                                 "prompt_tokens_details": {"cached_tokens": 0},
+                                 "completion_tokens_details": {"reasoning_tokens": 0}}
+        if b.cost is not None:
+            usage.update(cost=b.cost, is_byok=False, cost_details={"upstream_inference_cost": None})
+        return usage
+
+    def completion(self, model: str, b: Behaviour) -> dict:
+        body = super().completion(model, b)
+        body.pop("system_fingerprint", None)
+        body.update(id="gen-" + uuid.uuid4().hex[:24], provider=b.upstream, model=b.answered_by or model)
+        for choice in body["choices"]:
+            choice["native_finish_reason"] = choice["finish_reason"]
+        return body
+
+    def sse_events(self, model: str, b: Behaviour) -> list[str]:
+        gid, created, served = "gen-" + uuid.uuid4().hex[:24], int(time.time()), b.answered_by or model
+
+        def chunk(delta: dict | None, finish: str | None = None, **extra: Any) -> str:
+            c = {"id": gid, "provider": b.upstream, "model": served, "object": "chat.completion.chunk",
+                 "created": created, **extra,
+                 "choices": [] if delta is None else
+                 [{"index": 0, "delta": delta, "finish_reason": finish, "native_finish_reason": finish}]}
+            return f"data: {json.dumps(c)}\n\n"
+
+        events = [": OPENROUTER PROCESSING\n\n", chunk({"role": "assistant", "content": ""})]
+        pieces = [] if b.kind in ("empty", "safety") else b.chunks()
+        if b.kind == "stream_error":
+            events += [chunk({"content": p}) for p in pieces[:b.cut_after]]
+            events.append(chunk({"content": ""}, "error", error={
+                "code": 502, "message": "Provider returned error",
+                "metadata": {"provider_name": b.upstream, "raw": "upstream connection reset"}}))
+            return events
+        events += [chunk({"content": p}) for p in pieces]
+        events.append(chunk({}, "content_filter" if b.kind == "safety" else "stop"))
+        events.append(chunk(None, usage=self._usage(b if pieces else Behaviour(output_tokens=0, cost=b.cost))))
+        events.append("data: [DONE]\n\n")
+        return events
 
 
 class FakeAnthropic(FakeServer):
@@ -676,11 +837,12 @@ class FakeProviders:
 
     def __init__(self) -> None:
         self.groq, self.claude, self.gemini = FakeGroq(), FakeAnthropic(), FakeGemini()
+        self.openrouter = FakeOpenRouter()
         self.dead_url = ""
 
     @property
     def servers(self) -> dict[str, FakeServer]:
-        return {"groq": self.groq, "gemini": self.gemini, "claude": self.claude}
+        return {"groq": self.groq, "gemini": self.gemini, "claude": self.claude, "openrouter": self.openrouter}
 
     async def __aenter__(self) -> "FakeProviders":
         for s in self.servers.values():
@@ -695,9 +857,11 @@ class FakeProviders:
     def env(self, *, keys: bool = True, refused: set[str] | frozenset[str] = frozenset()) -> dict[str, str]:
         """Variables pointing the bot at these servers (`refused`: providers pointed at a dead port)."""
         url = {name: (self.dead_url if name in refused else s.url) for name, s in self.servers.items()}
-        env = {"GROQ_BASE_URL": url["groq"], "GEMINI_BASE_URL": url["gemini"], "ANTHROPIC_BASE_URL": url["claude"]}
+        env = {"GROQ_BASE_URL": url["groq"], "GEMINI_BASE_URL": url["gemini"], "ANTHROPIC_BASE_URL": url["claude"],
+               "OPENROUTER_BASE_URL": url["openrouter"] + "/api/v1"}
         if keys:
-            env.update(GROQ_API_KEY=KEYS["groq"], GEMINI_API_KEY=KEYS["gemini"], ANTHROPIC_API_KEY=KEYS["claude"])
+            env.update(GROQ_API_KEY=KEYS["groq"], GEMINI_API_KEY=KEYS["gemini"], ANTHROPIC_API_KEY=KEYS["claude"],
+                       OPENROUTER_API_KEY=KEYS["openrouter"])
         return env
 
     def reset_state(self) -> None:
@@ -713,6 +877,8 @@ class RemoteFakes:
         self.env = env
         self.urls = {"groq": env["GROQ_BASE_URL"], "gemini": env["GEMINI_BASE_URL"],
                      "claude": env["ANTHROPIC_BASE_URL"]}
+        if "OPENROUTER_BASE_URL" in env:
+            self.urls["openrouter"] = env["OPENROUTER_BASE_URL"].removesuffix("/api/v1")
 
     async def _call(self, provider: str, path: str, payload: Any = None) -> Any:
         import aiohttp
