@@ -10,6 +10,11 @@ The fake Groq runs in its own process, so the CPU measured (this process only:
 conversation does. Rounds rotate the order; medians are reported.
 
     python bench/groq_stream_bench.py [--calls 400] [--rounds 6] [--words 150] [--history 10]
+                                      [--against GITREF]
+
+`--against GITREF` adds a fourth way, `shipped@GITREF`: `GroqProvider.stream` as the file
+bot/llm/providers/groq.py was at that commit (loaded beside today's, sharing its helpers),
+to check that a refactor of the provider costs no CPU.
 """
 from __future__ import annotations
 
@@ -72,6 +77,20 @@ async def shipped(p: GroqProvider, request: Request) -> int:
     return n
 
 
+def provider_at(ref: str, key: str, base_url: str) -> GroqProvider:
+    """A GroqProvider built from bot/llm/providers/groq.py as it was at git `ref`."""
+    import importlib.util
+    import subprocess
+
+    source = subprocess.run(["git", "-C", str(REPO), "show", f"{ref}:bot/llm/providers/groq.py"],
+                            check=True, capture_output=True, text=True).stdout
+    spec = importlib.util.spec_from_loader("bot.llm.providers._groq_at_ref", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = "bot.llm.providers"
+    exec(compile(source, f"groq.py@{ref}", "exec"), module.__dict__)
+    return module.GroqProvider(key, base_url, pool=WIDTH)
+
+
 async def round_(way, p: GroqProvider, calls: int, history: int) -> tuple[float, int]:
     turns = [Message("user" if i % 2 == 0 else "assistant",
                      f"Message {i} of the conversation, about an order that has not arrived yet.")
@@ -96,19 +115,27 @@ async def main() -> None:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--words", type=int, default=150, help="words (= chunks) in each streamed answer")
     ap.add_argument("--history", type=int, default=10, help="earlier turns sent with each question")
+    ap.add_argument("--against", metavar="GITREF", help="also time GroqProvider.stream as it was at this commit")
     args = ap.parse_args()
     proc, env = spawn_fakes()
     try:
         fakes = RemoteFakes(env)
         await fakes.set_default("groq", ok(" ".join(["word"] * args.words)))
         p = GroqProvider(KEYS["groq"], env["GROQ_BASE_URL"], pool=WIDTH)
+        old = provider_at(args.against, KEYS["groq"], env["GROQ_BASE_URL"]) if args.against else None
         try:
-            ways = (sdk_models, plain_json, shipped)
+            ways: tuple = (sdk_models, plain_json, shipped)
+            if old is not None:
+                async def at_ref(_: GroqProvider, request: Request) -> int:
+                    return await shipped(old, request)
+
+                at_ref.__name__ = f"shipped@{args.against}"
+                ways += (at_ref,)
             for way in ways:  # warm-up: connections, imports
                 await round_(way, p, 40, args.history)
             results: dict[str, list[float]] = {way.__name__: [] for way in ways}
             for r in range(args.rounds):
-                for way in ways[r % 3:] + ways[:r % 3]:
+                for way in ways[r % len(ways):] + ways[:r % len(ways)]:
                     ms, chunks = await round_(way, p, args.calls, args.history)
                     results[way.__name__].append(ms)
             before = statistics.median(results["sdk_models"])
@@ -120,6 +147,8 @@ async def main() -> None:
                       f"(rounds: {', '.join(f'{v:.2f}' for v in values)})")
         finally:
             await p.aclose()
+            if old is not None:
+                await old.aclose()
     finally:
         proc.stdin.close()
         proc.wait(timeout=10)
