@@ -132,7 +132,7 @@ def test_paid_flag_is_kept_for_the_chain(tmp_path):
     config = write_config(tmp_path, local_toml("http://127.0.0.1:9", "paid = true\n")
                           + '[llm.endpoints.free]\nbase_url = "http://127.0.0.1:9/v1"\nmodels = ["m"]\n')
     settings = LLMSettings.from_config(Config.from_env({"TIERBOT_CONFIG": config}, dotenv=False))
-    assert settings.paid == frozenset({"local-vllm"})
+    assert "local-vllm" in settings.paid and "free" not in settings.paid
     assert settings.endpoints["free"].paid is False
 
 

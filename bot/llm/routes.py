@@ -131,10 +131,8 @@ class LLMSettings:
     openrouter_referer: str | None = None
     openrouter_title: str | None = None
 
-    @property
-    def paid(self) -> frozenset[str]:
-        """Providers the operator marked paid (declared endpoints with `paid = true`)."""
-        return frozenset(name for name, e in self.endpoints.items() if e.paid)
+    # Providers that cost money per message: declared endpoints with `paid = true`.
+    paid: frozenset[str] = frozenset()
 
     def key_var(self, provider: str) -> str | None:
         """The variable holding the provider's key (None: a declared endpoint with no key)."""
@@ -235,6 +233,8 @@ class LLMSettings:
                 raise ConfigError(f"{env} ([llm] {key}) must be one line of text, got {raw!r}")
             return raw.strip() or None if raw is not None else None
 
+        # A declared endpoint's `paid = true` makes it a paid provider (joining any set elsewhere).
+        endpoint_paid = frozenset(name for name, e in endpoints.items() if e.paid)
         budget = num("TIERBOT_HEDGE_BUDGET", "hedge_budget", 0.05, 0.0)
         if budget > 1:
             raise ConfigError(f"TIERBOT_HEDGE_BUDGET is a fraction of traffic (0..1), got {budget}")
@@ -259,6 +259,7 @@ class LLMSettings:
             slow_start=int(num("TIERBOT_SLOW_START", "slow_start", 2, 0)),
             groq_transport=groq_transport,
             endpoints=endpoints,
+            paid=endpoint_paid,
             openrouter_referer=text("TIERBOT_OPENROUTER_REFERER", "openrouter_referer"),
             openrouter_title=text("TIERBOT_OPENROUTER_TITLE", "openrouter_title"),
         )
