@@ -39,6 +39,12 @@ def clean(value: Any) -> Any:
     return value
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's reset on release (UNLISTEN, RESET ALL, ...: one more round trip per
+    query). No store leaves session state behind: the only advisory lock (migrations) is
+    released explicitly, nothing LISTENs or SETs."""
+
+
 class PgDatabase:
     def __init__(self, url: ServerUrl, *, min_size: int = 1, max_size: int = 10,
                  connect_timeout_s: float = 10.0, migrate: bool = True) -> None:
@@ -69,7 +75,7 @@ class PgDatabase:
                 return self._pool
             try:
                 pool = await asyncpg.create_pool(self.url.url, min_size=self.min_size, max_size=self.max_size,
-                                                 timeout=self.connect_timeout_s)
+                                                 timeout=self.connect_timeout_s, reset=_keep_session)
             except Exception as e:
                 raise self.unavailable(e) from None
             try:
