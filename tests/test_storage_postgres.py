@@ -189,3 +189,47 @@ async def test_the_report_over_postgresql_matches_the_embedded_report(tmp_path, 
     server = json.loads(capsys.readouterr().out)
     assert embedded["by_tier"] == [{"count": 5, "share": 1.0, "tier": "llm"}]
     assert embedded["spend"] and server == embedded  # every figure the same, to the cent
+
+
+async def test_a_database_lost_while_running_loses_no_queued_row_and_resumes(pg_url, caplog):
+    """The ledger keeps what it queued while PostgreSQL is unreachable and commits it when
+    the server is back, without a restart; one error line when it goes, one when it is back."""
+    import logging
+
+    from test_storage_redis import Proxy
+
+    proxy = Proxy(5432)
+    await proxy.start()
+    through_proxy = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    storage = Storage(Config.from_env({"TIERBOT_DATA_DIR": "unused", "DATABASE_URL": through_proxy}, dotenv=False))
+    await storage.astart()
+    ledger = storage.ledger()
+    try:
+        ledger.record_reply(Event(platform="telegram", conversation_id="c", user_id="u", text="before"),
+                            Reply(text="a", tier="cache"))
+        await ledger.committed()
+        await proxy.cut()
+        with caplog.at_level(logging.WARNING, logger="tierbot.ledger"):
+            for i in range(3):
+                ledger.record_reply(Event(platform="telegram", conversation_id="c", user_id="u", text=f"lost {i}"),
+                                    Reply(text="a", tier="cache"))
+            barrier = asyncio.ensure_future(ledger.committed())
+            async with asyncio.timeout(30):  # the writer tries, fails and keeps the rows
+                while not any("ledger_database_unreachable" in r.getMessage() for r in caplog.records):
+                    await asyncio.sleep(0.01)
+            assert not barrier.done()
+            await proxy.start()
+            await asyncio.wait_for(barrier, timeout=30)
+        messages = [r.getMessage() for r in caplog.records]
+        assert sum("ledger_database_unreachable" in m for m in messages) == 1
+        assert sum("ledger_database_back" in m for m in messages) == 1
+    finally:
+        await ledger.aclose()
+        await storage.aclose()
+        await proxy.cut()
+    conn = await asyncpg.connect(pg_url)
+    try:
+        rows = [r["question"] for r in await conn.fetch("SELECT question FROM messages ORDER BY id")]
+    finally:
+        await conn.close()
+    assert rows == ["before", "lost 0", "lost 1", "lost 2"]
