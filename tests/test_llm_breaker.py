@@ -34,12 +34,40 @@ def test_long_retry_after_pauses_the_model_for_exactly_that_and_never_opens():
     assert b.state == "closed" and b.available() is None
 
 
-def test_short_retry_after_concerns_one_request_only():
+def test_any_retry_after_holds_the_model_then_lets_exactly_one_probe_through():
     clock = Clock()
     b = board(clock).get("groq", "m")
-    for _ in range(10):
-        b.failure("rate_limited", retry_after=0.5)  # the chain waits this out per request
-    assert b.available() is None
+    b.failure("rate_limited", retry_after=0.5)  # short or long, it speaks for the key
+    assert b.available() == "rate_limited" and b.quiet_for() == pytest.approx(0.5)
+    clock.t += 0.51
+    assert b.available() is None and b.acquire() is True   # the probe
+    assert b.available() == "rate_probing" and b.quiet_for() == 0.0
+    b.success()
+    assert b.available() is None and b.acquire() is False  # traffic flows again
+
+
+def test_a_rate_probe_failing_otherwise_hands_the_probe_to_the_next_request():
+    clock = Clock()
+    b = board(clock).get("groq", "m")
+    b.failure("rate_limited", retry_after=1.0)
+    clock.t += 1.01
+    assert b.acquire() is True
+    b.failure("server_error", was_probe=True)
+    assert not b.opened  # a rate probe is not a half-open probe: one failure is not an outage
+    assert b.available() is None and b.acquire() is True
+
+
+async def test_waiters_hear_the_probe_verdict():
+    clock = Clock()
+    b = board(clock).get("groq", "m")
+    b.failure("rate_limited", retry_after=1.0)
+    clock.t += 1.01
+    assert b.acquire() is True
+    waiter = asyncio.ensure_future(b.verdict(timeout=30))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    b.success()
+    await asyncio.wait_for(waiter, 5)
 
 
 def test_429s_without_a_hint_never_pause_the_model():

@@ -13,7 +13,7 @@ from bot.llm import errors as E
 from bot.llm.breaker import CLOSED, DISABLED, HALF_OPEN, MAX_PAUSE_S, OPEN, PAUSED, Breaker
 from faq_cache.normalize import normalize
 
-THRESHOLD, COOLDOWN, MAX_COOLDOWN, SHORT_WAIT = 3, 10.0, 80.0, 2.0
+THRESHOLD, COOLDOWN, MAX_COOLDOWN = 3, 10.0, 80.0
 HEALTH = sorted(E.HEALTH_FAILURES)
 
 
@@ -28,7 +28,8 @@ class Clock:
 class BreakerMachine(RuleBasedStateMachine):
     """Requests start (when the breaker lets them), stay in flight, and end in any order
     with any outcome while time moves. A small model keeps only what the rules promise:
-    when nobody may ask, that one probe at a time goes out, and when the breaker opens."""
+    when nobody may ask, that one probe at a time goes out (after an outage or after an
+    announced wait), and when the breaker opens."""
 
     inflight = Bundle("inflight")
 
@@ -36,12 +37,13 @@ class BreakerMachine(RuleBasedStateMachine):
         super().__init__()
         self.clock = Clock()
         self.b = Breaker("groq", "m", threshold=THRESHOLD, cooldown=COOLDOWN, max_cooldown=MAX_COOLDOWN,
-                         clock=self.clock, short_rate_wait=SHORT_WAIT)
+                         clock=self.clock)
         self.opened_events: list[str] = []
         self.b._on_open.append(lambda br, reason: self.opened_events.append(reason))
         self.quiet_until = 0.0       # nobody may be let through before this (asked by the provider)
         self.open_since: float | None = None
         self.probes_out = 0
+        self.rate_pending = False    # a wait was announced: the next request through is a probe
         self.health_streak = 0       # health failures reported since the last success (while closed)
         self.disabled = False
 
@@ -56,16 +58,17 @@ class BreakerMachine(RuleBasedStateMachine):
         if now < self.quiet_until:
             assert reason is not None, f"let through {self.quiet_until - now:.3f}s before it was allowed"
         if reason is not None:
-            assert reason in ("breaker_open", "breaker_probing", "rate_limited"), reason
-            if reason == "breaker_probing":
+            assert reason in ("breaker_open", "breaker_probing", "rate_limited", "rate_probing"), reason
+            if reason in ("breaker_probing", "rate_probing"):
                 assert self.probes_out == 1
             return None
         probe = self.b.acquire()
         if probe:
-            assert self.b.opened and self.probes_out == 0, "a second probe while one is out"
+            assert (self.b.opened or self.rate_pending) and self.probes_out == 0, "a second probe while one is out"
             self.probes_out += 1
         else:
             assert not self.b.opened, "an open breaker let a non-probe request through"
+            assert not self.rate_pending, "a request went after an announced wait without being its probe"
         return probe
 
     def _ended(self, probe) -> bool:
@@ -79,6 +82,7 @@ class BreakerMachine(RuleBasedStateMachine):
             return
         self._ended(req)
         self.b.success()
+        self.rate_pending = False
         self.health_streak = 0
         self.open_since = None
         assert not self.b.opened
@@ -98,7 +102,7 @@ class BreakerMachine(RuleBasedStateMachine):
         assert len(self.opened_events) - before == (1 if self.b.opened and not was_open else 0)
         if not was_open:
             self.health_streak += 1
-        if was_probe or (not was_open and self.health_streak >= THRESHOLD):
+        if (was_probe and was_open) or (not was_open and self.health_streak >= THRESHOLD):
             assert self.b.opened and self.b.state == (DISABLED if self.disabled else OPEN)
             # Open for at least the cooldown, and at least what the provider asked (capped).
             self.quiet_until = max(self.quiet_until, now + COOLDOWN, now + min(retry_after or 0.0, MAX_PAUSE_S))
@@ -106,6 +110,7 @@ class BreakerMachine(RuleBasedStateMachine):
                 self.open_since = now
         elif retry_after:
             self.quiet_until = max(self.quiet_until, now + min(retry_after, MAX_PAUSE_S))
+            self.rate_pending = True
 
     @rule(req=consumes(inflight), retry_after=st.none() | st.floats(0, 600, allow_nan=False))
     def rate_limited(self, req, retry_after):
@@ -117,8 +122,9 @@ class BreakerMachine(RuleBasedStateMachine):
         self.b.failure(E.RATE_LIMITED, retry_after, was_probe)
         assert self.b.opened == was_open, "a 429 changed whether the breaker is open"
         assert len(self.opened_events) == before, "a 429 counted as an outage"
-        if retry_after is not None and retry_after > SHORT_WAIT:
+        if retry_after:  # any announced wait holds the key, however short
             self.quiet_until = max(self.quiet_until, self.clock() + min(retry_after, MAX_PAUSE_S))
+            self.rate_pending = True
 
     @rule(req=consumes(inflight), outcome=st.sampled_from([E.BAD_REQUEST, E.CONTENT_FILTERED, "cancelled"]))
     def ends_without_verdict(self, req, outcome):

@@ -2,17 +2,24 @@
 
 For each step it asks, in order: is the provider switched off (bad key)? can the
 model see the image? does a provider gate (e.g. the budget cap) object? is a breaker
-open? does an attempt still fit in the deadline? Each "no" is recorded as a skipped
-attempt with its reason. Each real attempt is classified, charged for the tokens it
-consumed, fed to the breakers and logged as one key=value line naming what comes next.
-When nothing is left or nothing fits, it returns None and the templates answer.
+open, or a rate-limit wait the provider announced still running? does an attempt still
+fit in the deadline? Each "no" is recorded as a skipped attempt with its reason. Each
+real attempt is classified, charged for the tokens it consumed, fed to the breakers and
+logged as one key=value line naming what comes next. When nothing is left or nothing
+fits, it returns None and the templates answer.
+
+Fail over first, wait last (FIELD_NOTES): a 429 moves the message on at once; its
+Retry-After holds the model for everyone (breaker.py); a wait happens only when every
+step is held, or before a paid provider when a free one is back soon (`Candidates`).
+No customer is a probe: a probe, or an attempt on a host not heard from yet, gets the
+host's usual latency, then the message races the next step (`_guarded`).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,12 +28,12 @@ from ..models import Attempt, Event, Reply, StreamReset
 from ..pricing import PriceBook
 from ..turn import TurnContext
 from . import errors as E
-from .breaker import BreakerBoard
+from .breaker import RATE_LIMITED_SKIP, RATE_PROBING, BreakerBoard
 from .hedging import HedgeBudget, LatencyWindow
 from .prompt import PromptBuilder
 from .providers.base import Completion, Provider, Request, estimate_request
 from .routes import LLMSettings, Step
-from .stalls import HostWatch, Ticket
+from .stalls import MIN_SAMPLES, HostWatch, Ticket
 from .streaming import Splice
 
 __all__ = ["ChainTier", "Outcome"]
@@ -84,9 +91,10 @@ class ChainTier:
     async def run(self, event: Event, turn: TurnContext, *,
                   streaming: bool) -> AsyncIterator[str | StreamReset | Reply]:
         """The one loop over a route's steps, answered or streamed: each candidate step is
-        attempted (hedged when not streaming), a short Retry-After is waited out on the
-        same model, and the next step is taken until one answers. Yields text chunks
-        (streaming only), then a `Reply`, or nothing: the templates answer.
+        attempted (hedged, or raced by the next step when it is a probe, when not
+        streaming), and the next step is taken at once until one answers (`Candidates`
+        decides when waiting out a Retry-After is worth it). Yields text chunks (streaming
+        only), then a `Reply`, or nothing: the templates answer.
 
         Streaming adds one rule: failover is free until text reached the customer; after
         a cut the next step is asked to continue what was shown (`Splice`), and if nobody
@@ -97,33 +105,26 @@ class ChainTier:
         splice = Splice()
         cut: list[str] = []  # steps whose stream broke after producing text
         pending: Outcome | None = None
-        for step, budget in candidates:
+        async for step, budget in candidates:
             self._log_failure(pending, next_=step.provider)
             pending = None
-            tries = 0
-            while True:
-                if streaming:
-                    outcome = None
-                    splice.begin()
-                    async for item in self.run_attempt(step, splice.request(request), budget, turn, stream=True):
-                        if isinstance(item, Outcome):
-                            outcome = item
-                        else:
-                            for shown in splice.feed(item):
-                                yield shown
-                    assert outcome is not None
-                elif self.settings.hedging:
-                    outcome = await self._hedged(step, budget, request, turn, candidates)
-                else:
-                    outcome = await self.attempt(step, request, budget, turn)
-                # Nothing shown yet and a short Retry-After: wait it out, same model.
-                wait = None if outcome.produced else self.rate_wait(outcome, turn, tries)
-                if wait is None:
-                    break
-                self._log_failure(outcome, next_=f"{step.provider} after {wait:g}s")
-                tries += 1
-                await asyncio.sleep(wait)
-                budget = self.budget(turn)
+            outcome: Outcome | None = None
+            limit = None if streaming else self.first_byte_limit(step, budget)
+            if streaming:
+                splice.begin()
+                async for item in self.run_attempt(step, splice.request(request), budget, turn, stream=True):
+                    if isinstance(item, Outcome):
+                        outcome = item
+                    else:
+                        for shown in splice.feed(item):
+                            yield shown
+                assert outcome is not None
+            elif limit is not None and candidates.has_next():
+                outcome = await self._guarded(step, budget, request, turn, candidates, limit)
+            elif self.settings.hedging:
+                outcome = await self._hedged(step, budget, request, turn, candidates)
+            else:
+                outcome = await self.attempt(step, request, budget, turn)
             if outcome.completion is not None:
                 if not streaming:
                     yield self._reply(outcome, turn)
@@ -191,39 +192,47 @@ class ChainTier:
             return UNPROVEN
         return reason
 
-    def rate_wait(self, outcome: Outcome, turn: TurnContext, tries: int) -> float | None:
-        """Seconds to wait before retrying the same model after a 429, or None to move on.
+    def is_paid(self, provider: str) -> bool:
+        return provider in self.settings.paid
 
-        Honouring a short Retry-After keeps traffic on the primary (FIELD_NOTES: under 30 %
-        random 429s this kept 97 % there); a long or missing one means: next step now."""
-        err = outcome.error
-        if err is None or err.outcome != E.RATE_LIMITED or err.retry_after is None:
+    def rate_quiet_for(self, step: Step) -> float | None:
+        """Seconds until `step` may be asked again when an announced wait (Retry-After, reset
+        header) is what holds it; None when something else does (or nothing)."""
+        if step.provider in self.disabled:
             return None
-        if tries >= self.settings.rate_retries or err.retry_after > self.settings.rate_wait_max_s:
+        breakers = (self.breakers.host(step.provider), self.breakers.get(step.provider, step.model))
+        held = [b.quiet_for() for b in breakers if b.available() is not None]
+        if not held or any(w is None for w in held):
             return None
-        left = turn.deadline.budget(reserve=self.settings.reserve_s) - err.retry_after
-        if left < self.settings.min_attempt_s:
-            return None
-        step = outcome.step
-        if (self.breakers.get(step.provider, step.model).available()
-                or self.breakers.host(step.provider).available()):
-            return None  # the quota is really gone (or the breaker opened): move on
-        return err.retry_after
+        return max(held)  # type: ignore[type-var]
 
     def budget(self, turn: TurnContext) -> float:
         return turn.deadline.budget(cap=self.settings.attempt_timeout_s, reserve=self.settings.reserve_s)
 
     # -- one attempt ---------------------------------------------------------------------------
-    async def attempt(self, step: Step, request: Request, budget: float, turn: TurnContext) -> Outcome:
-        """Run one non-streaming attempt within `budget` seconds; record and account it."""
+    def attempt(self, step: Step, request: Request, budget: float, turn: TurnContext,
+                leash: "Leash | None" = None) -> Coroutine[Any, Any, Outcome]:
+        """Run one non-streaming attempt within `budget` seconds; record and account it (in
+        the turn, unless its message has left it to go on alone: see `_guarded`).
+
+        The breakers' go-ahead and the host's slow-start slot are taken here, at the call,
+        not when the coroutine first runs: an attempt started as a task (a race) must not
+        let other messages see a free probe in between (ten messages took one probe)."""
+        host, model = self.breakers.host(step.provider), self.breakers.get(step.provider, step.model)
+        taken = ((host.acquire(), model.acquire()), self.hosts[step.provider].start())
+        return self._attempt(step, request, budget, turn, leash, taken)
+
+    async def _attempt(self, step: Step, request: Request, budget: float, turn: TurnContext,
+                       leash: "Leash | None", taken: tuple[tuple[bool, bool], Ticket]) -> Outcome:
         outcome: Outcome | None = None
-        async for item in self.run_attempt(step, request, budget, turn):
+        async for item in self.run_attempt(step, request, budget, turn, taken=taken, leash=leash):
             outcome = item  # type: ignore[assignment]  # not streaming: the Outcome is the only item
         assert outcome is not None
         return outcome
 
     async def run_attempt(self, step: Step, request: Request, budget: float, turn: TurnContext, *,
-                          stream: bool = False) -> AsyncIterator[str | Outcome]:
+                          stream: bool = False, taken: tuple[tuple[bool, bool], Ticket] | None = None,
+                          leash: "Leash | None" = None) -> AsyncIterator[str | Outcome]:
         """The one attempt runner, answered or streamed: take the breakers' probes, watch
         the host for a stall, bound every read by `budget`, classify what went wrong,
         settle (breakers, latency, auth) and record. Yields the text chunks (streaming
@@ -231,11 +240,11 @@ class ChainTier:
 
         Cancelled (lost a hedge race, out of time) or closed mid-stream: the provider has
         probably read (and will bill) the prompt, so an estimate of it is charged,
-        flagged as such, and the probes are handed back."""
+        flagged as such, and the probes are handed back. `taken`: probes and slow-start
+        slot already taken (`attempt`); `leash`: tells whether its message left it."""
         host, model = self.breakers.host(step.provider), self.breakers.get(step.provider, step.model)
-        probes = (host.acquire(), model.acquire())
+        probes, ticket = taken or ((host.acquire(), model.acquire()), self.hosts[step.provider].start())
         watch = self.hosts[step.provider]
-        ticket = watch.start()
         provider = self.providers[step.provider]
         source = (provider.stream(step.model, request, budget + 1.0) if stream
                   else _once(provider.complete(step.model, request, budget + 1.0)))
@@ -273,7 +282,8 @@ class ChainTier:
             host.release(probes[0])
             model.release(probes[1])
             watch.end(ticket)
-            self.record(turn, Outcome(step, None, cancelled(request), time.perf_counter() - t0))
+            if leash is None or not leash.detached:
+                self.record(turn, Outcome(step, None, cancelled(request), time.perf_counter() - t0))
             raise
         except Exception as e:  # a provider bug must not take the chain down
             log.exception(kv(provider=step.provider, model=step.model, outcome="error"))
@@ -290,13 +300,16 @@ class ChainTier:
                 error.partial = "".join(produced)
         outcome = Outcome(step, completion if error is None else None, error, time.perf_counter() - t0,
                           produced=bool(produced))
-        self.settle(outcome, probes, turn, first_token_s=first_token, ticket=ticket)
+        detached = leash is not None and leash.detached
+        self.settle(outcome, probes, turn, first_token_s=first_token, ticket=ticket, record=not detached)
+        if detached:
+            self._went_on_alone(outcome)
         yield outcome
 
     def settle(self, outcome: Outcome, probes: tuple[bool, bool], turn: TurnContext,
-               *, first_token_s: float | None = None, ticket: Ticket | None = None) -> None:
+               *, first_token_s: float | None = None, ticket: Ticket | None = None, record: bool = True) -> None:
         """Feed the breakers and the host's stall watch, remember latency, handle auth,
-        record the attempt."""
+        record the attempt (`record=False`: its message has gone; it was recorded then)."""
         step = outcome.step
         host, model = self.breakers.host(step.provider), self.breakers.get(step.provider, step.model)
         err = outcome.error
@@ -328,7 +341,8 @@ class ChainTier:
             elif err.outcome == E.MODEL_GONE and model.available() != E.MODEL_GONE:
                 self._model_gone(step, err)
             model.failure(err.outcome, err.retry_after, probes[1])
-        self.record(turn, outcome)
+        if record:
+            self.record(turn, outcome)
 
     def record(self, turn: TurnContext, outcome: Outcome) -> Attempt:
         step, err, comp = outcome.step, outcome.error, outcome.completion
@@ -397,6 +411,9 @@ class ChainTier:
         log.info(kv(provider=step.provider, model=model, outcome="ok",
                     latency_ms=round(outcome.latency_s * 1000, 1),
                     tokens=f"{comp.input_tokens}+{comp.output_tokens}"))
+        if self.is_paid(step.provider) and _free_limited(self, turn):
+            # The operator's report counts these: money spent because free quotas ran short.
+            meta.setdefault("paid_because", PAID_FREE_LIMITED)
         return Reply(text=comp.text.strip(), tier="llm", provider=step.provider, model=model,
                      meta={"route": turn.route, **meta})
 
@@ -407,6 +424,84 @@ class ChainTier:
         log.warning(kv(provider=outcome.step.provider, model=outcome.step.model, outcome=err.outcome,
                        latency_ms=round(outcome.latency_s * 1000, 1), retry_after=err.retry_after,
                        detail=err.detail or None, next=next_))
+
+    # -- no customer is a probe ----------------------------------------------------------------
+    def first_byte_limit(self, step: Step, budget: float) -> float | None:
+        """How long a message waits on `step` before going on without it, when the attempt
+        would be a probe (half-open, or the one after an announced wait) or goes to a host
+        that has not answered yet: the host's usual latency (p95, at least the floor). None:
+        an ordinary attempt, which keeps its whole budget."""
+        if not self.settings.probe_guard:
+            return None
+        host, model = self.breakers.host(step.provider), self.breakers.get(step.provider, step.model)
+        watch = self.hosts[step.provider]
+        probe = any((b.opened or b.rate_probe) and not b.probing for b in (host, model))
+        if not probe and watch.proven:
+            return None
+        p95 = watch.latency.quantile(0.95) if len(watch.latency) >= MIN_SAMPLES else None
+        limit = max(p95 or 0.0, self.settings.probe_floor_s)
+        return limit if limit < budget else None
+
+    async def _guarded(self, step: Step, budget: float, request: Request, turn: TurnContext,
+                       candidates: "Candidates", limit: float) -> Outcome:
+        """A probe races the next step, hedging-style, after `limit`: the customer keeps the
+        first good answer; when it is not the probe's, the probe goes on alone and its outcome
+        still decides the breakers (it is recorded in this turn as `probe_background`)."""
+        leash = Leash()
+        first = asyncio.ensure_future(self.attempt(step, request, budget, turn, leash))
+        pending: set[asyncio.Future] = {first}
+        try:
+            done, _ = await asyncio.wait(pending, timeout=limit)
+            if done:
+                return first.result()
+            nxt = candidates.peek_hedge()
+            if nxt is None:
+                return await first
+            step2, budget2 = nxt
+            log.info(kv(provider=step.provider, model=step.model, event="probe_goes_on_alone",
+                        after_ms=round(limit * 1000, 1), next=f"{step2.provider}/{step2.model}"))
+            moved_on = len(turn.attempts)  # where the probe's record goes, should it be left
+            second = asyncio.ensure_future(self.attempt(step2, request, budget2, turn))
+            pending.add(second)
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if first.done():
+                pending.discard(first)
+                outcome = first.result()
+                if outcome.completion is not None:  # the probe answered first after all
+                    second.cancel()
+                    await asyncio.gather(second, return_exceptions=True)  # records "cancelled"
+                    return outcome
+                return await second
+            self._let_go(first, leash, step, request, turn, limit, at=moved_on)
+            pending.discard(first)
+            return await second
+        except asyncio.CancelledError:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            raise
+
+    def _let_go(self, task: asyncio.Future, leash: "Leash", step: Step, request: Request, turn: TurnContext,
+                waited: float, at: int) -> None:
+        """The message leaves its probe: record what the probe will probably cost (its prompt,
+        estimated, as for a cancelled attempt) now, while the reply can still carry it."""
+        leash.detached = True
+        tokens = estimate_request(request)
+        turn.attempts.insert(at, Attempt(
+            step.provider, step.model, PROBE_BACKGROUND, latency_ms=round(waited * 1000, 3),
+            detail="no answer within the host's usual latency; the probe goes on; usage_estimated",
+            input_tokens=tokens, cost_usd=self.prices.cost(step.provider, step.model, tokens, 0)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _went_on_alone(self, outcome: Outcome) -> None:
+        step, err = outcome.step, outcome.error
+        log.info(kv(provider=step.provider, model=step.model, event="background_probe",
+                    outcome=err.outcome if err else E.OK, latency_ms=round(outcome.latency_s * 1000, 1)))
+        if outcome.completion is not None:
+            comp = outcome.completion
+            self.prices.observe(step.provider, self.prices.cost(step.provider, step.model,
+                                                                comp.input_tokens, comp.output_tokens))
 
     # -- hedging -----------------------------------------------------------------------------
     async def _hedged(self, step: Step, budget: float, request: Request, turn: TurnContext,
@@ -485,7 +580,22 @@ class ChainTier:
 
 
 UNPROVEN = "unproven"  # skip reason: slow start (stalls.py), the host's probes are out
+PROBE_BACKGROUND = "probe_background"  # Attempt.outcome: the message went on, its probe carried on
 
+
+@dataclass(slots=True)
+class Leash:
+    """Tells an attempt whether its message is still waiting for it."""
+
+    detached: bool = False
+PAID_FREE_LIMITED = "free_limited"  # Reply.meta["paid_because"]: the free providers were rate-limited
+_LIMITED_OUTCOMES = frozenset({E.RATE_LIMITED, f"skipped:{RATE_LIMITED_SKIP}", f"skipped:{RATE_PROBING}"})
+
+
+def _free_limited(chain: ChainTier, turn: TurnContext) -> bool:
+    """Did a free provider turn this message away for a rate limit (429, or a wait it announced)?"""
+    return any(a.outcome in _LIMITED_OUTCOMES and a.provider in chain.providers and not chain.is_paid(a.provider)
+               for a in turn.attempts)
 
 async def _once(call: Awaitable[Completion]) -> AsyncIterator[Completion]:
     """A non-streamed call as a one-item stream, so one runner reads both kinds."""
@@ -506,9 +616,15 @@ def cancelled(request: Request) -> E.ProviderError:
 class Candidates:
     """The steps of a route that may be tried now, in order; records every skip.
 
-    Iterating yields (step, budget). It stops when no attempt fits in the deadline. A
-    transport failure (refused, timeout) skips the same provider's other models for
-    the rest of the turn: they live on the same unreachable host.
+    Iterating (`async for`) yields (step, budget). It stops when no attempt fits in the
+    deadline. A transport failure (refused, timeout) skips the same provider's other models
+    for the rest of the turn: they live on the same unreachable host.
+
+    Fail over first, wait last: a step held by an announced wait (Retry-After, reset header)
+    is passed over at once. It is waited for only (a) when nothing else is left, if its wait
+    is the soonest, at most `rate_wait_max_s` and fits the deadline, or (b) when the next step
+    is a paid provider and a free one is free again within `free_wait_s` — what the operator
+    said a paid answer is worth. Each step is waited for at most once per message.
     """
 
     def __init__(self, chain: ChainTier, event: Event, turn: TurnContext) -> None:
@@ -519,26 +635,83 @@ class Candidates:
         self._dead_hosts: set[str] = set()
         self._reserved: tuple[Step, float] | None = None
         self._considered = False  # a step was sent to, or passed over by slow start
+        self._limited: list[Step] = []    # passed over this turn for an announced wait
+        self._again: list[Step] = []      # waited for: offered again before the rest
+        self._waited: set[Step] = set()
+        self.waited_s = 0.0
 
-    def __iter__(self) -> Iterator[tuple[Step, float]]:
+    def __aiter__(self) -> "Candidates":
         return self
 
-    def __next__(self) -> tuple[Step, float]:
+    async def __anext__(self) -> tuple[Step, float]:
         if self._reserved is not None:
             item, self._reserved = self._reserved, None
             return item
-        found = self._find()
-        if found is None:
-            raise StopIteration
-        return found
+        while True:
+            found = self._find()
+            paid = found is not None and self.chain.is_paid(found[0].provider)
+            if found is not None and not paid:
+                return found
+            s = self.chain.settings
+            target = self._worth_waiting(s.free_wait_s if found is not None else s.rate_wait_max_s)
+            if target is None:
+                if found is None:
+                    raise StopAsyncIteration
+                return found
+            if found is not None:
+                self._again.insert(0, found[0])  # the paid step stays next, should the free one still be held
+            await self._wait(*target, why="paid_next" if found is not None else "all_limited")
 
     def peek_hedge(self) -> tuple[Step, float] | None:
         """The next eligible step, taken out of the sequence (for a hedge)."""
         return self._find()
 
+    def has_next(self) -> bool:
+        """Is there a step after this one that could be tried now? (Asks without recording.)"""
+        return bool(self._again) or self._later_eligible()
+
     def failed(self, outcome: Outcome) -> None:
-        if outcome.error is not None and outcome.error.outcome in E.TRANSPORT_FAILURES:
+        err = outcome.error
+        if err is not None and err.outcome in E.TRANSPORT_FAILURES:
             self._dead_hosts.add(outcome.step.provider)
+        elif err is not None and err.outcome == E.RATE_LIMITED and err.retry_after:
+            self._limited.append(outcome.step)
+
+    def _worth_waiting(self, allowance: float) -> tuple[Step, float, float] | None:
+        """(step, its wait, the most we wait for it) for the limited step free again soonest,
+        if that is within `allowance` and leaves an attempt's worth of the deadline."""
+        best: tuple[Step, float] | None = None
+        for step in self._limited:
+            if step in self._waited or step.provider in self._dead_hosts:
+                continue
+            wait = self.chain.rate_quiet_for(step)
+            if wait is None:  # free again (or held by something else now): offer it as is
+                wait = 0.0 if self.chain.skip_reason(step, self.event) is None else None
+            if wait is not None and (best is None or wait < best[1]):
+                best = (step, wait)
+        if best is None:
+            return None
+        most = min(allowance, self.chain.budget(self.turn) - self.chain.settings.min_attempt_s)
+        if best[1] > most:
+            return None
+        return best[0], best[1], most
+
+    async def _wait(self, step: Step, wait: float, most: float, why: str) -> None:
+        """Wait out `step`'s announced wait, then (if another message took its one probe) that
+        probe's verdict, all within `most` seconds; then offer `step` again."""
+        self._waited.add(step)
+        log.info(kv(provider=step.provider, model=step.model, event="rate_wait", wait_s=round(wait, 3),
+                    why=why))
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        left = most - (loop.time() - t0)
+        model = self.chain.breakers.get(step.provider, step.model)
+        if left > 0 and model.quiet_for() == 0.0:
+            await model.verdict(left)
+        self.waited_s += loop.time() - t0
+        self._again.insert(0, step)
 
     def _later_eligible(self) -> bool:
         """Could a step after the current one be tried now? (Asks without recording.)"""
@@ -546,10 +719,16 @@ class Candidates:
                    and self.chain.skip_reason(s, self.event) in (None, UNPROVEN)
                    for s in self._steps[self._i:])
 
-    def _find(self) -> tuple[Step, float] | None:
-        while self._i < len(self._steps):
-            step = self._steps[self._i]
+    def _next_step(self) -> Step | None:
+        if self._again:
+            return self._again.pop(0)
+        if self._i < len(self._steps):
             self._i += 1
+            return self._steps[self._i - 1]
+        return None
+
+    def _find(self) -> tuple[Step, float] | None:
+        while (step := self._next_step()) is not None:
             reason = "host_failed_this_turn" if step.provider in self._dead_hosts else None
             reason = reason or self.chain.skip_reason(step, self.event)
             if reason == UNPROVEN:
@@ -563,6 +742,8 @@ class Candidates:
                 self._considered = True
             if reason:
                 self.turn.record(Attempt(step.provider, step.model, f"skipped:{reason}"))
+                if reason in (RATE_LIMITED_SKIP, RATE_PROBING) and step not in self._limited:
+                    self._limited.append(step)
                 continue
             budget = self.chain.budget(self.turn)
             if budget < self.chain.settings.min_attempt_s:
@@ -570,6 +751,8 @@ class Candidates:
                 log.warning(kv(provider=step.provider, model=step.model, outcome="skipped:deadline",
                                left_s=round(self.turn.deadline.remaining(), 3), next="templates"))
                 self._i = len(self._steps)
+                self._again.clear()
+                self._limited.clear()
                 return None
             return step, budget
         return None

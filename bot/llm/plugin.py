@@ -80,8 +80,7 @@ def install(parts: "BotParts") -> None:
     settings = LLMSettings.from_config(config)
     prices = PriceBook.load(config)
     breakers = BreakerBoard(threshold=settings.breaker_threshold, cooldown=settings.breaker_cooldown_s,
-                            max_cooldown=settings.breaker_max_cooldown_s,
-                            short_rate_wait=settings.rate_wait_max_s)
+                            max_cooldown=settings.breaker_max_cooldown_s)
     parts.services["prices"] = prices
     parts.services["breakers"] = breakers
     parts.services.setdefault("provider_gates", [])

@@ -10,13 +10,22 @@ Environment (wins over the config file):
   TIERBOT_<P>_VISION_MODELS   models of provider P that accept images ("*" = all, "none")
   TIERBOT_ROUTE_<NAME>        a named chain, e.g. TIERBOT_ROUTE_STAFF=claude,gemini:gemini-2.5-pro
   TIERBOT_ATTEMPT_TIMEOUT_S   cap on one attempt (default 6); the deadline caps it further
-  TIERBOT_RATE_WAIT_MAX_S     a 429 whose Retry-After is at most this (default 2) is waited out
-                              on the same model (TIERBOT_RATE_RETRIES times, default 2) when it
-                              fits in the deadline; longer or absent Retry-After: next step
+  A 429 (or 503/529) moves the message to the next step at once. A Retry-After or reset
+  header holds that model for everyone until it passes, then lets one probe through.
+  TIERBOT_RATE_WAIT_MAX_S     when every step is held by such a wait, the soonest is waited out
+                              if it is at most this (default 2) and fits the deadline
+  TIERBOT_PAID_PROVIDERS      providers that cost money (default claude; "none"; plus endpoints
+                              declared with paid = true): tried after
+                              waiting up to TIERBOT_FREE_WAIT_S (default 0.5; 0 = speed first)
+                              for a rate-limited free one
   TIERBOT_STALL_DETECTION     leave a provider that went silent before the attempt timeouts
                               (default on; TIERBOT_STALL_FACTOR 2 x its p95 latency, at least
                               TIERBOT_STALL_FLOOR_S 1 s); TIERBOT_SLOW_START (default 2)
                               attempts at most in flight on a provider that has not answered yet
+  TIERBOT_PROBE_GUARD         no customer is a probe (default on): a breaker's probe, or an attempt
+                              on a provider not heard from yet, gets the provider's p95 latency,
+                              at least TIERBOT_PROBE_FLOOR_S (1 s); then the message goes on to
+                              the next provider while the probe carries on and decides the breaker
   TIERBOT_MAX_TOKENS, TIERBOT_FILTER_FALLTHROUGH, TIERBOT_HEDGING, TIERBOT_HEDGE_BUDGET,
   TIERBOT_BREAKER_THRESHOLD, TIERBOT_BREAKER_COOLDOWN_S, TIERBOT_LLM_POOL
 Config file: an [llm] table with the same settings in lower case (chain = [...],
@@ -108,8 +117,8 @@ class LLMSettings:
     min_attempt_s: float = 0.15     # no attempt is started with less time than this
     max_tokens: int = 512
     filter_fallthrough: bool = True
-    rate_wait_max_s: float = 2.0    # a 429 asking to wait at most this long is waited out, same model
-    rate_retries: int = 2           # ... at most this many times per model per reply
+    rate_wait_max_s: float = 2.0    # all steps rate-limited: wait out the soonest if at most this
+    free_wait_s: float = 0.5        # seconds of waiting on a limited free provider worth avoiding a paid one
     hedging: bool = False
     hedge_budget: float = 0.05
     hedge_min_samples: int = 20
@@ -122,6 +131,10 @@ class LLMSettings:
     stall_factor: float = 2.0
     stall_floor_s: float = 1.0
     slow_start: int = 2             # 0 = off
+    # No customer is a probe (chain.py): a probe, or an attempt on a host not heard from yet,
+    # gets the host's p95 latency (at least this floor) before its message goes on without it.
+    probe_guard: bool = True
+    probe_floor_s: float = 1.0
     # The groq SDK's HTTP backend: "aiohttp" (about a third of the CPU per call of "httpx",
     # BENCHMARKS.md) or "httpx", the SDK's default, kept as a fallback and for comparison.
     groq_transport: str = "aiohttp"
@@ -131,8 +144,9 @@ class LLMSettings:
     openrouter_referer: str | None = None
     openrouter_title: str | None = None
 
-    # Providers that cost money per message: declared endpoints with `paid = true`.
-    paid: frozenset[str] = frozenset()
+    # Providers that cost money per message, the one set the chain reads: TIERBOT_PAID_PROVIDERS
+    # (default claude; seed 004: "only used if others fail") and endpoints declared `paid = true`.
+    paid: frozenset[str] = frozenset({"claude"})
 
     def key_var(self, provider: str) -> str | None:
         """The variable holding the provider's key (None: a declared endpoint with no key)."""
@@ -238,6 +252,11 @@ class LLMSettings:
         budget = num("TIERBOT_HEDGE_BUDGET", "hedge_budget", 0.05, 0.0)
         if budget > 1:
             raise ConfigError(f"TIERBOT_HEDGE_BUDGET is a fraction of traffic (0..1), got {budget}")
+        paid_raw = pick("TIERBOT_PAID_PROVIDERS", "paid_providers", "claude")
+        none = isinstance(paid_raw, str) and paid_raw.strip().lower() in ("", "none")
+        none = none or paid_raw in ((), [])
+        paid = frozenset() if none else frozenset(
+            _provider(p, "TIERBOT_PAID_PROVIDERS", known) for p in _split(paid_raw, "TIERBOT_PAID_PROVIDERS"))
         groq_transport = str(pick("TIERBOT_GROQ_TRANSPORT", "groq_transport", "aiohttp")).strip().lower()
         if groq_transport not in ("aiohttp", "httpx"):
             raise ConfigError(f"TIERBOT_GROQ_TRANSPORT must be aiohttp or httpx, got {groq_transport!r}")
@@ -247,7 +266,7 @@ class LLMSettings:
             max_tokens=int(num("TIERBOT_MAX_TOKENS", "max_tokens", 512, 1)),
             filter_fallthrough=flag("TIERBOT_FILTER_FALLTHROUGH", "filter_fallthrough", True),
             rate_wait_max_s=num("TIERBOT_RATE_WAIT_MAX_S", "rate_wait_max_s", 2.0, 0.0),
-            rate_retries=int(num("TIERBOT_RATE_RETRIES", "rate_retries", 2, 0)),
+            free_wait_s=num("TIERBOT_FREE_WAIT_S", "free_wait_s", 0.5, 0.0),
             hedging=flag("TIERBOT_HEDGING", "hedging", False),
             hedge_budget=budget,
             breaker_threshold=int(num("TIERBOT_BREAKER_THRESHOLD", "breaker_threshold", 3, 1)),
@@ -257,9 +276,11 @@ class LLMSettings:
             stall_factor=num("TIERBOT_STALL_FACTOR", "stall_factor", 2.0, 1.0),
             stall_floor_s=num("TIERBOT_STALL_FLOOR_S", "stall_floor_s", 1.0, 0.01),
             slow_start=int(num("TIERBOT_SLOW_START", "slow_start", 2, 0)),
+            probe_guard=flag("TIERBOT_PROBE_GUARD", "probe_guard", True),
+            probe_floor_s=num("TIERBOT_PROBE_FLOOR_S", "probe_floor_s", 1.0, 0.01),
             groq_transport=groq_transport,
             endpoints=endpoints,
-            paid=endpoint_paid,
+            paid=paid | endpoint_paid,
             openrouter_referer=text("TIERBOT_OPENROUTER_REFERER", "openrouter_referer"),
             openrouter_title=text("TIERBOT_OPENROUTER_TITLE", "openrouter_title"),
         )
