@@ -16,13 +16,16 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from .config import Config, ConfigError
 from .logs import kv
 from .models import Event, Reply
 from .turn import TurnContext
+
+if TYPE_CHECKING:
+    from .storage.shared import BudgetStore
 
 __all__ = ["BudgetGate", "Caps", "load_caps", "OVERALL"]
 
@@ -74,7 +77,7 @@ class BudgetGate:
     name = "budget"
 
     def __init__(self, caps: dict[str, float], tz: ZoneInfo, *, ledger: Any = None,
-                 clock: Callable[[], float] = time.time, shared: Any = None) -> None:
+                 clock: Callable[[], float] = time.time, shared: "BudgetStore | None" = None) -> None:
         """`shared`: a `bot.storage.redis.budget.SharedBudget` (REDIS_URL): every process's
         spend counts toward the caps, and each cap's alert is sent by one process."""
         self.caps = dict(caps)
@@ -94,7 +97,8 @@ class BudgetGate:
         self._roll()
 
     @classmethod
-    def from_config(cls, config: Config, ledger: Any = None, shared: Any = None) -> "BudgetGate":
+    def from_config(cls, config: Config, ledger: Any = None,
+                    shared: "BudgetStore | None" = None) -> "BudgetGate":
         gate = cls(load_caps(config), config.tz, ledger=ledger, shared=shared)
         if ledger is not None and hasattr(ledger, "spend_and_events_now"):
             gate.seed_from_ledger()  # embedded: at once, so even a bot never started knows today's spend

@@ -24,7 +24,7 @@ from .turn import TurnContext
 
 if TYPE_CHECKING:
     from .app import BotParts
-    from .storage.redis.ratelimit import SharedRateLimit
+    from .storage.shared import RateWindows
 
 __all__ = ["RateLimitGate", "RateLimitSettings", "install"]
 
@@ -64,7 +64,7 @@ class RateLimitGate:
 
     def __init__(self, settings: RateLimitSettings, renderer: Renderer | None = None, *,
                  services: dict[str, object] | None = None,
-                 clock: Callable[[], float] = time.monotonic, shared: "SharedRateLimit | None" = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, shared: "RateWindows | None" = None) -> None:
         """`shared` (REDIS_URL): one window per customer for every process; while Redis is
         lost the gate counts in this process alone."""
         self.settings = settings

@@ -16,6 +16,8 @@ DAY_TTL_S = 3 * 24 * 3600  # a day's totals are kept a little past the day
 
 
 class SharedBudget:
+    """`bot.storage.shared.SharedSpend` and `OnceClaims` (the daily alert) on Redis."""
+
     def __init__(self, shared: SharedState) -> None:
         self.shared = shared
 

@@ -33,6 +33,8 @@ _VERDICTS = ("ok", "notice", "silent")
 
 
 class SharedRateLimit:
+    """`bot.storage.shared.RateWindows` on Redis."""
+
     def __init__(self, shared: SharedState, *, messages: int, window_s: float) -> None:
         self.shared = shared
         self.messages = messages
