@@ -151,6 +151,8 @@ BAD = [
     ('[llm.endpoints.groq]\nbase_url = "https://h/v1"\nmodels = ["m"]\n', "already a provider"),
     ('[llm.endpoints.Big]\nbase_url = "https://h/v1"\nmodels = ["m"]\n', "lower-case"),
     ('[llm]\nendpoints = "x"\n', "must be a table"),
+    ('[llm.endpoints.a-b]\nbase_url = "https://h/v1"\nmodels = ["m"]\n'
+     '[llm.endpoints.a_b]\nbase_url = "https://h/v1"\nmodels = ["m"]\n', "are those of 'a-b'"),
     ('[llm.endpoints]\nx = "https://h/v1"\n', "must be a table with base_url"),
 ]
 
@@ -182,3 +184,22 @@ async def test_check_pings_a_declared_endpoint(fp, local, tmp_path, monkeypatch,
     assert f"base_url={local.url}/v1 models={LOCAL_MODEL} paid" in out
     assert f"local-vllm/{LOCAL_MODEL}: ok" in out and "cost=price unknown" in out
     assert f"groq/{MODELS['groq']}: ok" in out and len(local.requests) == 1
+
+
+async def test_unreachable_declared_endpoint_is_a_connection_failure_and_the_chain_moves_on(fp, tmp_path):
+    config = write_config(tmp_path, local_toml(fp.dead_url))
+    async with make_bot(env_with(fp, tmp_path, config)) as bot:
+        handled = await bot.handle(ev(conv="a"))
+        streamed = [i async for i in bot.stream(ev(conv="b"))][-1]
+    assert handled.attempts[0].outcome == "connection" and handled.provider == "groq"
+    assert streamed.attempts[0].outcome in ("connection", "skipped:breaker_open") and streamed.provider == "groq"
+
+
+async def test_a_named_route_can_send_to_a_declared_endpoint_outside_the_chain(fp, local, tmp_path):
+    config = write_config(tmp_path, local_toml(local.url))
+    env = env_with(fp, tmp_path, config, chain="groq", TIERBOT_ROUTE_STAFF=f"local-vllm:{LOCAL_MODEL}-big,groq")
+    async with make_bot(env) as bot:
+        staff = await bot.handle(ev(conv="s", route="staff"))
+        customer = await bot.handle(ev(conv="c"))
+    assert (staff.provider, staff.model) == ("local-vllm", f"{LOCAL_MODEL}-big")
+    assert customer.provider == "groq" and len(local.requests) == 1

@@ -37,7 +37,7 @@ async def run_check(args: argparse.Namespace) -> int:
     print(f"chain: {' -> '.join(settings.chain)}")
     providers = build_providers(config, settings, announce=False)
     answered = 0
-    for name in settings.chain:
+    for name in settings.in_use:
         key_var = settings.key_var(name)
         models = settings.models[name]
         endpoint = settings.endpoints.get(name)
@@ -83,7 +83,7 @@ async def run_check(args: argparse.Namespace) -> int:
     if answered == 0:
         print("no provider answered: the bot will answer from the cache and templates only")
         return 1
-    print(f"{answered} of {len(settings.chain)} providers answered")
+    print(f"{answered} of {len(settings.in_use)} providers answered")
     return 0 if storage_ok else 1
 
 

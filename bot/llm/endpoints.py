@@ -105,4 +105,12 @@ def parse_endpoints(raw: Any, reserved: tuple[str, ...] = ()) -> dict[str, Endpo
         return {}
     if not isinstance(raw, Mapping):
         raise ConfigError("config [llm.endpoints] must be a table of named endpoints")
-    return {str(name): _one(str(name), entry, tuple(reserved)) for name, entry in raw.items()}
+    endpoints = {str(name): _one(str(name), entry, tuple(reserved)) for name, entry in raw.items()}
+    by_var: dict[str, str] = {}
+    for name in endpoints:  # "my-vllm" and "my_vllm" would share TIERBOT_MY_VLLM_MODELS
+        var = name.upper().replace("-", "_")
+        if var in by_var:
+            raise _fail(name, f"its settings variables (TIERBOT_{var}_MODELS) are those of {by_var[var]!r}; "
+                              "choose another name")
+        by_var[var] = name
+    return endpoints

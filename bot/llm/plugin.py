@@ -31,9 +31,10 @@ log = logging.getLogger("tierbot.llm")
 
 
 def build_providers(config: Config, settings: LLMSettings, *, announce: bool = True) -> dict[str, Provider]:
-    """One client per provider in the chain that has a key; one clear line for each that has none."""
+    """One client per provider a route uses (the chain's and any a named route adds) that has
+    a key; one clear line for each that has none."""
     providers: dict[str, Provider] = {}
-    for name in settings.chain:
+    for name in settings.in_use:
         key_var = settings.key_var(name)
         key = config.get(key_var) if key_var else None
         if key_var and not key:

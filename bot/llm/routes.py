@@ -8,6 +8,8 @@ Environment (wins over the config file):
                               TIERBOT_CLAUDE_MODELS, TIERBOT_OPENROUTER_MODELS and
                               TIERBOT_<NAME>_MODELS for a declared endpoint)
   TIERBOT_<P>_VISION_MODELS   models of provider P that accept images ("*" = all, "none")
+  TIERBOT_OPENROUTER_REFERER, TIERBOT_OPENROUTER_TITLE
+                              OpenRouter's HTTP-Referer / X-Title attribution headers
   TIERBOT_ROUTE_<NAME>        a named chain, e.g. TIERBOT_ROUTE_STAFF=claude,gemini:gemini-2.5-pro
   TIERBOT_ATTEMPT_TIMEOUT_S   cap on one attempt (default 6); the deadline caps it further
   A 429 (or 503/529) moves the message to the next step at once. A Retry-After or reset
@@ -147,6 +149,12 @@ class LLMSettings:
     # Providers that cost money per message, the one set the chain reads: TIERBOT_PAID_PROVIDERS
     # (default claude; seed 004: "only used if others fail") and endpoints declared `paid = true`.
     paid: frozenset[str] = frozenset({"claude"})
+
+    @property
+    def in_use(self) -> tuple[str, ...]:
+        """Every provider a route can send to: the chain's, then those only a named route names."""
+        extra = (s.provider for steps in self.routes.values() for s in steps)
+        return tuple(dict.fromkeys((*self.chain, *extra)))
 
     def key_var(self, provider: str) -> str | None:
         """The variable holding the provider's key (None: a declared endpoint with no key)."""
