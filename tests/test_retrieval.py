@@ -4,6 +4,7 @@ the request, `Reply.sources` names exactly what was given, the budget holds, and
 text stays data — never instructions, never template code."""
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -214,8 +215,6 @@ async def test_ask_json_and_stderr_show_the_sources(fp, tmp_path, monkeypatch, c
     for key, value in llm_env(fp, data, chain="groq", deadline=5, attempt=3).items():
         monkeypatch.setenv(key, value)
     # asyncio.run inside a running loop is not allowed: run the CLI in a thread.
-    import asyncio
-
     code = await asyncio.to_thread(cli_main, ["ask", "how long is a gift card valid for?", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["tier"] == "llm"
@@ -223,3 +222,21 @@ async def test_ask_json_and_stderr_show_the_sources(fp, tmp_path, monkeypatch, c
     code = await asyncio.to_thread(cli_main, ["ask", "can I combine a gift card with paying by card?"])
     err = capsys.readouterr().err
     assert code == 0 and "sources: " in err and "'Gift cards › Using a gift card'" in err
+
+
+async def test_chat_prints_the_sources_under_the_reply(fp, tmp_path):
+    import os
+    import sys
+
+    data = tmp_path / "data"
+    seed(data, tmp_path, gift_cards=GIFT_CARDS)
+    env = {**{k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_TOKEN"))},
+           **llm_env(fp, data, chain="groq", deadline=5, attempt=3)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "chat", env=env, cwd=str(tmp_path), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    out, _ = await asyncio.wait_for(proc.communicate(b"how long is a gift card valid for?\n/quit\n"), 60)
+    lines = out.decode().splitlines()
+    bot_line = next(i for i, line in enumerate(lines) if "bot> " in line)
+    assert "tier=llm" in lines[bot_line + 1]
+    assert lines[bot_line + 2].strip().startswith("sources: ") and "'Gift cards › Using a gift card'" in lines[bot_line + 2]
