@@ -26,14 +26,14 @@ async def run_check(args: argparse.Namespace) -> int:
     from .plugin import build_providers
 
     config = Config.from_env()
+    if uses_sample_profile(config):  # first, so nobody misses it
+        print(f"WARNING: {SAMPLE_WARNING}")
     from ..storage.check import check_storage
 
     storage_ok = await check_storage(config)
     prices = PriceBook.load(config)
     settings = LLMSettings.from_config(config)
     timeout = args.timeout
-    if uses_sample_profile(config):
-        print(f"WARNING: {SAMPLE_WARNING}")
     print(f"chain: {' -> '.join(settings.chain)}")
     providers = build_providers(config, settings, announce=False)
     answered = 0
