@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from bot import Event
 from bot.llm.breaker import BreakerBoard
 from fakes import llm_servers as F
+from fake_clock import FakeClock
 from fakes.llm_bot import llm_env, make_bot
 
 
@@ -165,21 +167,23 @@ async def test_no_thundering_herd_when_cooldown_ends(tmp_path):
         env = llm_env(fp, tmp_path, deadline=2.0, attempt=0.3, TIERBOT_BREAKER_THRESHOLD="2",
                       TIERBOT_BREAKER_COOLDOWN_S="1.0")
         async with make_bot(env) as bot:
+            clock = FakeClock(time.monotonic())
+            bot.services["breakers"].clock = clock  # before any breaker exists: all read it
             for i in range(2):
                 await bot.handle(Event("t", f"w{i}", "u", "hi"))
             assert bot.services["breakers"].state("groq") == "open"
-            # Cooldown over. It is long next to the 0.3 s probe so that, after the probe
-            # fails, the reopened (doubled) cooldown outlasts the other 29 replies even on
-            # a loaded machine: a second request then really would be a herd.
-            await asyncio.sleep(1.05)
+            # Cooldown over. The breakers' time stands still from here: after the probe
+            # fails, the reopened cooldown outlasts the other 29 replies however slow the
+            # machine, so a second request really would be a herd.
+            clock.advance(1.0)
             sent = len(fp.groq.requests)
             replies = await asyncio.gather(*[bot.handle(Event("t", f"c{i}", "u", "hi")) for i in range(30)])
         assert len(fp.groq.requests) - sent == 1
         assert all(r.provider == "gemini" for r in replies)
         outcomes = sorted(r.attempts[0].outcome for r in replies)
         assert outcomes.count("timeout") == 1
-        # The others skipped while the probe was out (or, on a very slow machine, after it
-        # failed and the breaker reopened) — never a second request.
+        # The others skipped while the probe was out (or after it failed and the breaker
+        # reopened) — never a second request.
         assert all(o in ("skipped:breaker_probing", "skipped:breaker_open") for o in outcomes if o != "timeout")
 
 

@@ -52,7 +52,7 @@ async def test_chain_order_and_subset(fp, tmp_path, chain, first):
     fp.servers[first].default = F.ok()
     async with make_bot(llm_env(fp, tmp_path, chain=chain)) as bot:
         reply = await bot.handle(ev())
-    assert reply.provider == first and [a.outcome for a in reply.attempts] == ["ok"]
+    assert reply.provider == first and [a.outcome for a in reply.attempts] == ["ok"], reply.attempts
 
 
 @pytest.mark.parametrize("bad", ["groq,openai", "groq,groq", " , "])
@@ -174,10 +174,10 @@ async def test_unknown_price_is_none_and_operator_prices_override(fp, tmp_path):
 
 
 async def test_no_attempt_when_none_fits_in_the_deadline(fp, tmp_path):
+    # Not timed: with a 0.2 s deadline, "answered at once" and "waited out the deadline"
+    # are too close to tell apart on a loaded machine. No request and the skip say it.
     async with make_bot(llm_env(fp, tmp_path, deadline=0.2)) as bot:
-        t0 = time.perf_counter()
         reply = await bot.handle(ev("I want a refund"))
-    assert time.perf_counter() - t0 < 0.2
     assert reply.tier == "template"
     assert [a.outcome for a in reply.attempts] == ["skipped:deadline"]
     assert not fp.groq.requests
@@ -194,13 +194,15 @@ async def test_hedging_starts_next_provider_after_p95_and_keeps_first_answer(fp,
     fp.groq.default = F.ok(latency=0.01)
     async with make_bot(env) as bot:
         await _warm(bot, 20)
-        fp.groq.default = F.ok("slow groq", latency=1.0)
+        fp.groq.default = F.ok("slow groq", latency=30.0)
         fp.gemini.default = F.ok("fast gemini")
         t0 = time.perf_counter()
         reply = await bot.handle(ev(conv="slow"))
         elapsed = time.perf_counter() - t0
     assert reply.provider == "gemini" and reply.text == "fast gemini"
-    assert elapsed < 0.5
+    # Without the hedge the message would wait out groq's 2.5 s attempt timeout; the
+    # margin below that is for a loaded machine (an idle one takes ~0.1 s).
+    assert elapsed < 2.0
     assert sorted((a.provider, a.outcome) for a in reply.attempts) == [("gemini", "ok"), ("groq", "cancelled")]
     lost = next(a for a in reply.attempts if a.outcome == "cancelled")
     assert lost.input_tokens > 0 and "usage_estimated" in lost.detail  # the prompt it read is charged

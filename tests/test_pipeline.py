@@ -64,7 +64,9 @@ async def test_hanging_tier_cannot_break_the_deadline():
     t0 = time.perf_counter()
     reply = await bot.handle(ev("where is my order?"))
     elapsed = time.perf_counter() - t0
-    assert elapsed < 0.3 + 0.1
+    # The hanging tier would take an hour; the margin is for a loaded machine, where the
+    # loop runs late by tenths of a second (0.1 s failed there: 0.404 s).
+    assert elapsed < 0.3 + 1.0
     assert reply.tier == "template" and reply.fallback
     assert [a.outcome for a in reply.attempts] == ["deadline"]
 

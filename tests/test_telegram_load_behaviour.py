@@ -14,7 +14,8 @@ from adapters.outbox import Outbox
 from adapters.telegram import TelegramSettings
 from bot.config import Config
 from fakes.telegram_api import FakeTelegram, text_update
-from telegram_harness import EchoTier, StreamingEcho, make_bot, make_config, post_update, running
+from polling import until
+from telegram_harness import EchoTier, StreamingEcho, make_bot, make_config, post_update, running, settled
 
 
 @pytest.fixture
@@ -78,11 +79,11 @@ async def test_concurrency_caps_answers_in_flight_and_the_rest_wait_their_turn(t
             finally:
                 in_flight -= 1
 
-    async with running(make_bot(config, Counting()), config) as (client, _):
+    async with running(make_bot(config, Counting()), config) as (client, server):
         for i in range(10):
             assert (await post_update(client, text_update(i + 1, f"q{i}", chat_id=100 + i))).status == 200
-        await tg.wait_for(lambda f: len(f.texts()) == 10, timeout=10)
-        await asyncio.sleep(0.2)
+        await tg.wait_for(lambda f: len(f.texts()) == 10, timeout=60)
+        await settled(server)
         metrics = await (await client.get("/metrics")).text()
     assert peak == 3
     assert sorted(tg.texts()) == sorted(f"echo: q{i}" for i in range(10))  # each once
@@ -159,13 +160,16 @@ async def test_a_saturated_loop_lowers_the_limit_in_a_running_server(tg, tmp_pat
 
 # -- the outbox ---------------------------------------------------------------------------
 class SlowCommits(DurableStore):
-    """Every operation is answered `delay` s after it committed (a busy disk)."""
+    """While `hold` is set to an unset Event, every operation is answered only once it is
+    set, after it committed (a disk that stalls); `held` is set when one is waiting."""
 
-    delay = 0.0
+    hold: asyncio.Event | None = None
 
     async def run(self, fn):
         result = await super().run(fn)
-        await asyncio.sleep(self.delay)
+        if self.hold is not None:
+            self.held.set()
+            await self.hold.wait()
         return result
 
 
@@ -180,10 +184,13 @@ async def test_stopping_while_a_claim_commits_leaves_no_reply_leased(tmp_path):
 
         outbox.register("telegram", sender)
         await outbox.enqueue("telegram", "42", [("sendMessage", {"chat_id": 42, "text": "hi"})])  # not started
-        store.delay = 0.3
+        store.hold, store.held = asyncio.Event(), asyncio.Event()
         outbox.start()
-        await asyncio.sleep(0.05)  # the runner is inside its claim now
-        await outbox.stop()
+        await asyncio.wait_for(store.held.wait(), 30)  # the runner's claim has committed, not returned
+        stopping = asyncio.create_task(outbox.stop())
+        await asyncio.sleep(0)  # stop() has asked the runner to stop and waits for it
+        store.hold.set()
+        await stopping
         assert sent == []
         [(lease,)] = store.query("SELECT lease_until FROM outbox")
         assert lease == 0  # the next start sends it at once, not after lease_s
@@ -208,7 +215,7 @@ async def test_replies_to_one_chat_keep_their_order_when_sent_directly(tmp_path)
         await outbox.enqueue("telegram", "42", [("sendMessage", {"chat_id": 42, "text": "first"})])
         await outbox.enqueue("telegram", "42", [("sendMessage", {"chat_id": 42, "text": "second"})])
         await outbox.enqueue("telegram", "7", [("sendMessage", {"chat_id": 7, "text": "other chat"})])
-        await asyncio.sleep(0.2)
+        await until(lambda: sent, what="another chat's reply sent")
         assert sent == ["other chat"]  # another chat is not held up; "second" waits for "first"
         release.set()
         assert await outbox.wait_idle(5)
