@@ -59,6 +59,13 @@ FILLERS = frozenset("""there team all everyone guys folks again so very much lot
 _PHRASES_BY_LENGTH: list[tuple[tuple[str, ...], str, str]] = sorted(
     ((tuple(normalize(p).split()), lang, kind) for (lang, kind), ps in PHRASES.items() for p in ps),
     key=lambda t: -len(t[0]))
+# The same phrases by first word, longest first: a message is read once per word, not
+# once per phrase (every message goes through here twice: the cache tier and the
+# learned cache's rule; scanning all phrases at every word was ~0.2 ms of CPU a message).
+_PHRASES_BY_FIRST_WORD: dict[str, list[tuple[tuple[str, ...], str, str]]] = {}
+for _entry in _PHRASES_BY_LENGTH:
+    if _entry[0]:
+        _PHRASES_BY_FIRST_WORD.setdefault(_entry[0][0], []).append(_entry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +82,7 @@ def detect_greeting(text: str) -> Greeting | None:
     found: list[tuple[str, str]] = []
     i = 0
     while i < len(words):
-        for phrase, lang, kind in _PHRASES_BY_LENGTH:
+        for phrase, lang, kind in _PHRASES_BY_FIRST_WORD.get(words[i], ()):
             if tuple(words[i:i + len(phrase)]) == phrase:
                 found.append((lang, kind))
                 i += len(phrase)
