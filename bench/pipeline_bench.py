@@ -1,12 +1,21 @@
 """Pipeline overhead and failover, measured side by side in one run.
 
   /work/venv/bin/python bench/pipeline_bench.py [--quick]
+  /work/venv/bin/python bench/pipeline_bench.py --overhead [--before REV] [--rounds 3]
+
+`--overhead` runs only scenario 1; `--before REV` also measures the code of git revision
+REV (extracted to a temporary directory), alternating with the working tree round by
+round, so a change is measured before/after side by side in one run.
 
 Fake Groq/Gemini/Claude servers run in a separate process (tests/fakes/llm_servers.py,
 real wire formats, 0 ms answers unless scripted), so the client under test has its
 own core. Scenarios:
- 1. overhead: `SupportBot.handle` (chain = groq) vs a bare `AsyncGroq` call on the same
-    server — sequential latency p50/p99 and messages/s at 50 in flight;
+ 1. overhead: a bare `AsyncGroq` call, a thin pipeline (the LLM chain alone) and the
+    default setup (`SupportBot.from_env()` with a data directory: FAQ cache, gates,
+    ledger, history, metrics; chain = groq), one message at a time, interleaved message
+    by message; CPU per message counts this process and the processes it started (the
+    ledger's writer process). Each measurement runs in its own client process;
+    messages/s at 50 in flight for the bare call and the thin pipeline;
  2. failover: primary black-holed / refusing connections, before and after its
     breaker opens, vs a healthy single-provider baseline;
  3. the naive pattern (each provider in turn on any exception, fixed 0.5 s sleep
@@ -20,18 +29,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import logging
 import os
 import random
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 REPO = Path(__file__).resolve().parent.parent
+# A client process measures the code of TIERBOT_BENCH_TREE (an older revision), if set.
+TREE = Path(os.environ.get("TIERBOT_BENCH_TREE") or REPO)
 sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(TREE))
 
 import aiohttp  # noqa: E402
 import anthropic  # noqa: E402
@@ -61,9 +76,11 @@ class Result:
     def p50(self) -> float:
         return statistics.median(self.lat)
 
+    p99_override: float | None = None
+
     @property
     def p99(self) -> float:
-        return pct(self.lat, 0.99)
+        return self.p99_override if self.p99_override is not None else pct(self.lat, 0.99)
 
     def row(self) -> str:
         rate = f"{self.rate:,.0f}" if self.rate else "—"
@@ -104,8 +121,10 @@ _conversations = itertools.count()
 
 
 def event(i: int) -> Event:
-    # A fresh conversation per message: the request sent is the same size as the bare call's.
-    return Event(platform="bench", conversation_id=f"b{next(_conversations)}", user_id="u", text=TEXT)
+    # A fresh conversation (and customer) per message: the request sent is the same size as
+    # the bare call's, and no per-customer rate limit applies.
+    c = next(_conversations)
+    return Event(platform="bench", conversation_id=f"b{c}", user_id=f"u{c}", text=TEXT)
 
 
 # -- the naive pattern many bots ship ------------------------------------------------------
@@ -167,46 +186,8 @@ async def main(quick: bool) -> None:
             system = PromptBuilder(Renderer.from_config(Config.from_env({}))).system
 
             # 1. overhead ----------------------------------------------------------------
-            bare_http = groq.DefaultAsyncHttpxClient(limits=groq._base_client.httpx.Limits(
-                max_connections=100, max_keepalive_connections=100))
-            bare = groq.AsyncGroq(api_key=env["GROQ_API_KEY"], base_url=env["GROQ_BASE_URL"], max_retries=0,
-                                  http_client=bare_http)
-
-            async def bare_call(i: int) -> None:
-                await bare.chat.completions.create(model=GROQ_MODEL, max_tokens=512, messages=[
-                    {"role": "system", "content": system}, {"role": "user", "content": TEXT}])
-
-            bot = make_bot(env, TIERBOT_CHAIN="groq")
-
-            async def bot_call(i: int) -> None:
-                r = await bot.handle(event(i))
-                assert r.provider == "groq", r.attempts
-
-            await sequential(bare_call, 200)
-            await sequential(bot_call, 200)
-            # Alternate message by message, so load from elsewhere on the machine hits both alike;
-            # wall-clock latency and this process's CPU time per message are both kept.
-            bare_lat, bot_lat, bare_cpu, bot_cpu = [], [], [], []
-            for i in range(n):
-                for call, lat, cpu in ((bare_call, bare_lat, bare_cpu), (bot_call, bot_lat, bot_cpu)):
-                    c0, t0 = time.process_time(), time.perf_counter()
-                    await call(i)
-                    lat.append((time.perf_counter() - t0) * 1000)
-                    cpu.append((time.process_time() - c0) * 1000)
-            rates: dict[str, list[float]] = {"bare": [], "bot": []}
-            for _ in range(2):
-                rates["bare"].append((await concurrent(bare_call, n // 2, 50))[1])
-                rates["bot"].append((await concurrent(bot_call, n // 2, 50))[1])
-            cpu_note = "CPU/msg {:.2f} ms"
-            r_bare = Result("bare `AsyncGroq` call", bare_lat, max(rates["bare"]),
-                            cpu_note.format(statistics.mean(bare_cpu)))
-            r_bot = Result("`SupportBot.handle` (chain: groq)", bot_lat, max(rates["bot"]),
-                           cpu_note.format(statistics.mean(bot_cpu))
-                           + f"; added: +{r_bot_p50(bot_lat, bare_lat):.2f} ms p50, "
-                           f"+{statistics.mean(bot_cpu) - statistics.mean(bare_cpu):.2f} ms CPU")
-            results["overhead"] = [r_bare, r_bot]
-            await bot.aclose()
-            await bare.close()
+            (res,) = [run_client(None, env, n)]
+            results["overhead"] = overhead_rows(res)
 
             # 2. failover ------------------------------------------------------------------
             base = make_bot(env, TIERBOT_CHAIN="gemini")
@@ -300,8 +281,155 @@ async def main(quick: bool) -> None:
             print(r.row())
 
 
-def r_bot_p50(bot_lat: list[float], bare_lat: list[float]) -> float:
-    return statistics.median(bot_lat) - statistics.median(bare_lat)
+# -- 1. overhead, measured in client processes ----------------------------------------------
+def proc_cpu_s(pid: int) -> float:
+    parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of the processes this one started and that still run (the ledger's
+    writer process)."""
+    total = 0.0
+    for task in Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                total += proc_cpu_s(int(pid))
+            except OSError:  # exited meanwhile
+                pass
+    return total
+
+
+async def overhead_client(env: dict[str, str], n: int) -> dict[str, dict[str, float]]:
+    """A bare SDK call, the thin pipeline and the default setup, interleaved message by message."""
+    from bot import SupportBot
+
+    system = PromptBuilder(Renderer.from_config(Config.from_env({}))).system
+    bare_http = groq.DefaultAsyncHttpxClient(limits=groq._base_client.httpx.Limits(
+        max_connections=100, max_keepalive_connections=100))
+    bare = groq.AsyncGroq(api_key=env["GROQ_API_KEY"], base_url=env["GROQ_BASE_URL"], max_retries=0,
+                          http_client=bare_http)
+    thin = make_bot(env, TIERBOT_CHAIN="groq")
+    data_dir = tempfile.mkdtemp(prefix="tierbot-overhead-")
+    full = SupportBot.from_env({**env, "TIERBOT_DATA_DIR": data_dir, "TIERBOT_CHAIN": "groq",
+                                "TIERBOT_GROQ_MODELS": GROQ_MODEL})
+
+    async def bare_call(i: int) -> None:
+        await bare.chat.completions.create(model=GROQ_MODEL, max_tokens=512, messages=[
+            {"role": "system", "content": system}, {"role": "user", "content": TEXT}])
+
+    def bot_call(bot: Any) -> Callable[[int], Awaitable[None]]:
+        async def call(i: int) -> None:
+            r = await bot.handle(event(i))
+            assert r.provider == "groq", (r.tier, r.attempts)
+        return call
+
+    calls = {"bare": bare_call, "thin": bot_call(thin), "default": bot_call(full)}
+    for call in calls.values():
+        await sequential(call, 200)
+    await asyncio.sleep(0.05)
+    lat: dict[str, list[float]] = {k: [] for k in calls}
+    cpu: dict[str, list[float]] = {k: [] for k in calls}
+    # Only the default setup has a writer process: its CPU over the run is the default's.
+    k0 = children_cpu_s()
+    for i in range(n):
+        for name, call in calls.items():
+            c0, t0 = time.process_time(), time.perf_counter()
+            await call(i)
+            lat[name].append((time.perf_counter() - t0) * 1000)
+            cpu[name].append((time.process_time() - c0) * 1000)
+    await asyncio.sleep(0.05)  # the last commit (after the writer's linger)
+    writer_ms = (children_cpu_s() - k0) * 1000 / n
+    out: dict[str, dict[str, float]] = {}
+    for name in calls:
+        rate = max([(await concurrent(calls[name], n // 2, 50))[1] for _ in range(2)])
+        out[name] = {"p50": statistics.median(lat[name]), "p99": pct(lat[name], 0.99),
+                     "cpu": statistics.mean(cpu[name]), "writer": writer_ms if name == "default" else 0.0,
+                     "rate": rate}
+    await thin.aclose()
+    await full.aclose()
+    await bare.close()
+    shutil.rmtree(data_dir, ignore_errors=True)
+    return out
+
+
+def run_client(tree: Path | None, env: dict[str, str], n: int) -> dict[str, dict[str, float]]:
+    """Measure scenario 1 in a fresh process (of `tree`'s code, else this tree's)."""
+    child_env = {**os.environ, "TIERBOT_BENCH_ENV": json.dumps(env)}
+    child_env.pop("TIERBOT_BENCH_TREE", None)
+    if tree is not None:
+        child_env["TIERBOT_BENCH_TREE"] = str(tree)
+    proc = subprocess.run([sys.executable, __file__, "--client", "--n", str(n)], env=child_env,
+                          capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"overhead client failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def overhead_rows(res: dict[str, dict[str, float]], label: str = "") -> list[Result]:
+    """Table rows for one client's figures (latency lists are summarised as p50/p99)."""
+    bare = res["bare"]
+    rows = []
+    for name, title in (("bare", "bare `AsyncGroq` call"), ("thin", "thin pipeline (LLM chain only)"),
+                        ("default", "default setup (`SupportBot.from_env()`, data dir)")):
+        r = res[name]
+        note = f"CPU/msg {r['cpu']:.2f} ms"
+        if name != "bare":
+            note += (f"; +{r['p50'] - bare['p50']:.2f} ms p50, CPU {r['cpu'] / bare['cpu']:.2f}x the bare call")
+        if name == "default":
+            note += (f", {(r['cpu'] + r['writer']) / bare['cpu']:.2f}x with the writer process "
+                     f"({r['writer']:.2f} ms/msg)")
+        row = Result(f"{label}{title}", [r["p50"], r["p50"]], r["rate"], note)
+        row.p99_override = r["p99"]
+        rows.append(row)
+    return rows
+
+
+async def overhead_only(rounds: int, n: int, before: str | None) -> None:
+    proc, env = spawn_fakes()
+    trees: list[tuple[str, Path | None]] = [("after", None)]
+    tmp = None
+    try:
+        if before:
+            tmp = Path(tempfile.mkdtemp(prefix="tierbot-before-"))
+            archive = subprocess.run(["git", "-C", str(REPO), "archive", before], capture_output=True, check=True)
+            subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
+            trees.insert(0, (f"before ({before})", tmp))
+        runs: dict[str, list[dict[str, dict[str, float]]]] = {label: [] for label, _ in trees}
+        for r in range(rounds):
+            for label, tree in trees:
+                runs[label].append(await asyncio.to_thread(run_client, tree, env, n))
+                print(f"round {r + 1}/{rounds} {label}: {summary(runs[label][-1])}", flush=True)
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(f"\npython {sys.version.split()[0]}, groq {groq.__version__}, {os.cpu_count()} cores; "
+          f"{n} messages per variant per round, {rounds} rounds")
+    print("\n| code | round | default: +p50 ms | default: CPU x bare | with writer process | writer ms/msg "
+          "| thin: +p50 ms | thin: CPU x bare | bare p50 ms | bare CPU ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for label, results in runs.items():
+        for i, res in enumerate(results):
+            print(f"| {label} | {i + 1} | {row_figures(res)} |")
+
+
+def figures(res: dict[str, dict[str, float]]) -> tuple[float, ...]:
+    b, t, d = res["bare"], res["thin"], res["default"]
+    return (d["p50"] - b["p50"], d["cpu"] / b["cpu"], (d["cpu"] + d["writer"]) / b["cpu"], d["writer"],
+            t["p50"] - b["p50"], t["cpu"] / b["cpu"], b["p50"], b["cpu"])
+
+
+def row_figures(res: dict[str, dict[str, float]]) -> str:
+    f = figures(res)
+    return (f"{f[0]:+.2f} | {f[1]:.2f} | {f[2]:.2f} | {f[3]:.2f} | {f[4]:+.2f} | {f[5]:.2f} | "
+            f"{f[6]:.2f} | {f[7]:.2f}")
+
+
+def summary(res: dict[str, dict[str, float]]) -> str:
+    f = figures(res)
+    return f"default {f[0]:+.2f} ms p50, CPU {f[1]:.2f}x ({f[2]:.2f}x with writer); thin {f[4]:+.2f} ms, {f[5]:.2f}x"
 
 
 def dead_url() -> str:
@@ -313,7 +441,18 @@ def dead_url() -> str:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer messages (a smoke run)")
+    ap.add_argument("--overhead", action="store_true", help="scenario 1 only")
+    ap.add_argument("--before", metavar="REV", help="with --overhead: also measure git revision REV")
+    ap.add_argument("--rounds", type=int, default=3, help="with --overhead: client runs per code version")
+    ap.add_argument("--n", type=int, default=0, help="messages per variant (default 2000, --quick 400)")
+    ap.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     # INFO logs are on, as in production, but go nowhere (their formatting cost is counted).
     logging.basicConfig(level=logging.INFO, stream=open(os.devnull, "w"))
-    asyncio.run(main(args.quick))
+    count = args.n or (400 if args.quick else 2000)
+    if args.client:
+        print(json.dumps(asyncio.run(overhead_client(json.loads(os.environ["TIERBOT_BENCH_ENV"]), count))))
+    elif args.overhead:
+        asyncio.run(overhead_only(args.rounds, count, args.before))
+    else:
+        asyncio.run(main(args.quick))

@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 
 from .deadline import Deadline
 from .history import HistoryStore, MemoryHistory
@@ -123,68 +123,83 @@ class SupportBot:
         timeouts (non-final tiers stop short of the deadline by a reserve, so the last
         tier can always answer), the same accounting and the same safety net."""
         start = time.perf_counter()
-        turn = await self._begin(event)
+        turn = TurnContext(event=event, deadline=Deadline(self.deadline_s),
+                           route=event.route or ("image" if event.images else "customer"))
+        # The history is read while the gates that need none (handoff, rate limit: their
+        # `reads_history` is False) run: one round trip to the store less per message.
+        pending: Awaitable[list[Turn]] | None = self.history.recent(event.conversation_id, self.history_turns)
+        if getattr(self.tiers[0], "reads_history", True):
+            turn.history, pending = await self._history(pending), None
+        else:
+            pending = asyncio.ensure_future(pending)
         reply: Reply | None = None
         shown = ""  # streamed since the last reset (redacted, as the consumer saw it)
         last = len(self.tiers) - 1
-        for i, tier in enumerate(self.tiers):
-            ends_at: float | None = None
-            if i < last:
-                budget = turn.deadline.budget(reserve=FINAL_TIER_RESERVE_S)
-                if budget <= 0:
-                    continue
-                ends_at = asyncio.get_running_loop().time() + budget
-            if streaming and isinstance(tier, StreamingTier):
-                items = tier.stream(event, turn)
-            else:
-                items = _answered(tier, event, turn)
-            # One per tier: a key split across two chunks is still caught, and a tail held
-            # back from a tier that failed never leaks into the next tier's text.
-            redactor = StreamRedactor()
-            try:
-                while True:
-                    try:
-                        if ends_at is None:
-                            item = await anext(items)
-                        else:
-                            async with asyncio.timeout_at(ends_at):
-                                item = await anext(items)
-                    except StopAsyncIteration:
-                        break
-                    if isinstance(item, Reply):
-                        reply = item
-                        break
-                    if isinstance(item, StreamReset):
-                        redactor = StreamRedactor()  # what it held back is withdrawn too
-                        if shown:
-                            shown = ""
-                            yield item
+        try:
+            for i, tier in enumerate(self.tiers):
+                if pending is not None and getattr(tier, "reads_history", True):
+                    turn.history, pending = await self._history(pending), None
+                ends_at: float | None = None
+                if i < last:
+                    budget = turn.deadline.budget(reserve=FINAL_TIER_RESERVE_S)
+                    if budget <= 0:
                         continue
-                    safe = redactor.feed(item)
-                    if safe:
-                        shown += safe
-                        yield safe
-                if reply is None:
-                    held = redactor.flush()
-                    if held:
-                        shown += held
-                        yield held
-            except TimeoutError as e:
-                if ends_at is None:  # the last tier's own timeout, not ours
+                    ends_at = asyncio.get_running_loop().time() + budget
+                try:
+                    if streaming and isinstance(tier, StreamingTier):
+                        items = tier.stream(event, turn)
+                        # One per tier: a key split across two chunks is still caught, and a
+                        # tail held back from a tier that failed never leaks into the next one.
+                        redactor = StreamRedactor()
+                        try:
+                            while True:
+                                try:
+                                    async with asyncio.timeout_at(ends_at):  # every read: the tier's budget
+                                        item = await anext(items)
+                                except StopAsyncIteration:
+                                    break
+                                if isinstance(item, Reply):
+                                    reply = item
+                                    break
+                                if isinstance(item, StreamReset):
+                                    redactor = StreamRedactor()  # what it held back is withdrawn too
+                                    if shown:
+                                        shown = ""
+                                        yield item
+                                    continue
+                                safe = redactor.feed(item)
+                                if safe:
+                                    shown += safe
+                                    yield safe
+                            if reply is None:
+                                held = redactor.flush()
+                                if held:
+                                    shown += held
+                                    yield held
+                        finally:
+                            await _close(items)
+                    else:
+                        async with asyncio.timeout_at(ends_at):
+                            reply = await tier.answer(event, turn)
+                except TimeoutError as e:
+                    if ends_at is None:  # the last tier's own timeout, not ours
+                        self._tier_failed(tier, e, turn)
+                    else:
+                        turn.record(Attempt(provider=tier.name, model="", outcome="deadline",
+                                            latency_ms=budget * 1000))
+                        log.warning(kv(tier=tier.name, outcome="deadline", budget_s=budget))
+                except Exception as e:
                     self._tier_failed(tier, e, turn)
-                else:
-                    turn.record(Attempt(provider=tier.name, model="", outcome="deadline",
-                                        latency_ms=budget * 1000))
-                    log.warning(kv(tier=tier.name, outcome="deadline", budget_s=budget))
-            except Exception as e:
-                self._tier_failed(tier, e, turn)
-            finally:
-                await _close(items)
-            if reply is not None:
-                break
-            if shown:  # this tier showed text and gave up: the next one starts over
-                shown = ""
-                yield StreamReset("tier_failed")
+                if reply is not None:
+                    break
+                if shown:  # this tier showed text and gave up: the next one starts over
+                    shown = ""
+                    yield StreamReset("tier_failed")
+            if pending is not None:  # a gate answered: the amenders and the history need it
+                turn.history, pending = await self._history(pending), None
+        finally:
+            if pending is not None:
+                pending.cancel()  # type: ignore[union-attr]  # closed early: no read outlives the turn
         final = await self._finish(event, turn, reply or _last_words(), start)
         if streaming:
             if final.text.startswith(shown):
@@ -196,15 +211,12 @@ class SupportBot:
         yield final
 
     # -- internals ------------------------------------------------------------------
-    async def _begin(self, event: Event) -> TurnContext:
-        deadline = Deadline(self.deadline_s)
+    async def _history(self, read: Awaitable[list[Turn]]) -> list[Turn]:
         try:
-            history = await self.history.recent(event.conversation_id, self.history_turns)
+            return await read
         except Exception:
             log.exception("reading conversation history failed; answering without it")
-            history = []
-        route = event.route or ("image" if event.images else "customer")
-        return TurnContext(event=event, deadline=deadline, history=history, route=route)
+            return []
 
     def _tier_failed(self, tier: Tier, error: Exception, turn: TurnContext) -> None:
         log.exception(kv(tier=tier.name, outcome="error", error=type(error).__name__))
@@ -243,13 +255,6 @@ class SupportBot:
             except Exception:
                 log.exception("reply listener %s failed", type(listener).__name__)
         return reply
-
-
-async def _answered(tier: Tier, event: Event, turn: TurnContext) -> AsyncIterator[Reply]:
-    """A tier's answer as a stream of at most one item, so one loop drives both kinds."""
-    reply = await tier.answer(event, turn)
-    if reply is not None:
-        yield reply
 
 
 async def _close(items: AsyncIterator[object]) -> None:

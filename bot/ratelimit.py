@@ -61,6 +61,7 @@ class RateLimitGate:
     """A Tier: None (pass on) within the limit; the notice once, then "", over it."""
 
     name = "ratelimit"
+    reads_history = False  # the pipeline reads the history meanwhile
 
     def __init__(self, settings: RateLimitSettings, renderer: Renderer | None = None, *,
                  services: dict[str, object] | None = None,

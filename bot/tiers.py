@@ -5,7 +5,9 @@ Tiers that can stream also offer `stream()`, yielding text chunks and then at mo
 one `Reply` (none means "pass it on"). Chunks are previews, appended in order; a
 `StreamReset` withdraws the text so far (the chunks after it start over); the final
 `Reply.text` is what the customer must be sent. The pipeline drives `answer()` and
-`stream()` in one loop, with the same per-tier timeout.
+`stream()` in one loop, with the same per-tier timeout. A tier whose `reads_history`
+is False (a gate) may run before `turn.history` is filled: the pipeline reads the
+history meanwhile, sparing the message one round trip to the store.
 
 An *amender* may still change a reply before it is final (the handoff trigger adds
 "a person will take over" to it); amenders run before the reply is saved to the

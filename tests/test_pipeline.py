@@ -132,3 +132,46 @@ def test_bad_deadline_is_a_clear_config_error(base_env):
 
     with pytest.raises(ConfigError, match="TIERBOT_DEADLINE_S"):
         SupportBot.from_env({**base_env, "TIERBOT_DEADLINE_S": "soon"})
+
+
+class SlowHistory:
+    """A history store whose read is seen starting, and answers only when released."""
+
+    def __init__(self) -> None:
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def recent(self, conversation_id, limit):
+        from bot.turn import Turn
+
+        self.reading.set()
+        await self.release.wait()
+        return [Turn("user", "earlier question", 1.0)]
+
+    async def append(self, conversation_id, turn):
+        pass
+
+
+async def test_history_is_read_while_the_gates_run_and_is_there_for_the_tiers_after_them():
+    history, seen = SlowHistory(), []
+
+    class Gate:
+        name = "gate"
+        reads_history = False
+
+        async def answer(self, event, turn):
+            # The read has started before the gate finished: the two overlap.
+            await asyncio.wait_for(history.reading.wait(), timeout=5)
+            history.release.set()
+            return None
+
+    class Peek:
+        name = "peek"
+
+        async def answer(self, event, turn):
+            seen.append([t.text for t in turn.history])
+            return None
+
+    bot = SupportBot([Gate(), Peek(), TemplateTier(Renderer())], history=history)
+    reply = await asyncio.wait_for(bot.handle(ev("hello")), timeout=10)
+    assert reply.tier == "template" and seen == [["earlier question"]]

@@ -80,7 +80,7 @@ async def test_stream_and_handle_account_the_same_scenario_identically(tmp_path,
         async with F.FakeProviders() as fp:
             for name, behaviour in SCENARIOS[scenario].items():
                 fp.servers[name].default = behaviour
-            env = llm_env(fp, tmp_path / str(streamed), deadline=1.2, attempt=0.3)
+            env = llm_env(fp, tmp_path / str(streamed), deadline=4.0, attempt=1.0)
             async with make_bot(env) as bot:
                 chunks, reply = await asyncio.wait_for(answer(bot, ev(), streamed), timeout=10)
         if streamed:

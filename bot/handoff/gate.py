@@ -17,6 +17,7 @@ __all__ = ["HandoffGate"]
 
 class HandoffGate:
     name = "handoff"
+    reads_history = False  # the pipeline reads the history meanwhile
 
     def __init__(self, service: HandoffService) -> None:
         self.service = service
