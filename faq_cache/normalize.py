@@ -5,6 +5,7 @@ contraction or a common typo should look the same to every lookup.
 """
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -37,8 +38,12 @@ _NON_WORD = re.compile(r"[^\w\s]+")
 _WORD = re.compile(r"\w+")
 
 
+@functools.lru_cache(maxsize=1024)
 def normalize(text: str) -> str:
-    """NFKC, casefold, expand contractions, drop punctuation, fix common typos, squeeze spaces."""
+    """NFKC, casefold, expand contractions, drop punctuation, fix common typos, squeeze spaces.
+
+    Pure, and asked about the same message up to six times on its way through the cache
+    tier, the greeting rule and the learned cache: remembered for recent texts."""
     text = unicodedata.normalize("NFKC", text or "").translate(_APOSTROPHES).casefold()
     text = _CONTRACTION_RE.sub(lambda m: CONTRACTIONS[m.group(0)], text)
     text = _NON_WORD.sub(" ", text.replace("_", " "))
