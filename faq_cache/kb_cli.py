@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from bot.config import Config
 from bot.llm.reference import RagSettings, build_reference
 
-from .documents import KnowledgeImportError, load_document
+from .documents import SUFFIXES, KnowledgeImportError, load_document
 from .plugin import open_store
 from .retrieval import KnowledgeRetriever
 from .settings import FaqSettings
@@ -26,9 +27,27 @@ def _open() -> tuple[Config, FaqStore]:
     return config, open_store(FaqSettings.from_config(config))
 
 
+def expand(paths: list[str]) -> tuple[list[Path], list[str]]:
+    """Files to import: each file as given, each directory's Markdown/text/HTML files (all
+    levels, sorted). A directory with none of them is an error naming it."""
+    files: list[Path] = []
+    errors: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+            if not found:
+                errors.append(f"{path}: no {', '.join(sorted(SUFFIXES))} files in this directory")
+            files += found
+        else:
+            files.append(path)
+    return files, errors
+
+
 async def _import(args: argparse.Namespace) -> int:
-    documents, errors = [], []
-    for path in args.paths:  # read and split every file before anything is stored
+    paths, errors = expand(args.paths)
+    documents = []
+    for path in paths:  # read and split every file before anything is stored
         try:
             documents.append(load_document(path))
         except KnowledgeImportError as e:
@@ -112,7 +131,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     kb = sub.add_parser("kb", help="manage the knowledge base the LLM answers from (import, list, remove, test)")
     ks = kb.add_subparsers(dest="kb_command", required=True, metavar="ACTION")
 
-    p = ks.add_parser("import", help="add or replace pages (.md, .txt, .html), all files or none")
+    p = ks.add_parser("import", help="add or replace pages (.md, .txt, .html; a directory: all of them inside), "
+                                     "all files or none")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.set_defaults(run=_import)
 

@@ -148,3 +148,21 @@ def test_list_test_and_remove(tmp_path, capsys):
 def test_knowledge_import_error_names_the_file(tmp_path):
     with pytest.raises(KnowledgeImportError, match=r"nope\.md: cannot read"):
         load_document(tmp_path / "nope.md")
+
+
+def test_a_directory_imports_every_page_inside_it_and_an_empty_one_is_an_error(tmp_path, capsys):
+    export = tmp_path / "help-centre"
+    (export / "orders").mkdir(parents=True)
+    (export / "returns.md").write_text(RETURNS_MD, encoding="utf-8")
+    (export / "orders" / "shipping.html").write_text(SHIPPING_HTML, encoding="utf-8")
+    (export / "orders" / "logo.png").write_bytes(b"\x89PNG")  # not a page: left alone
+    assert kb("import", str(export)) == 0
+    assert {"Returns › Refund times", "Shipping › Delivery times"} <= set(passages())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    before = passages()
+    capsys.readouterr()
+    assert kb("import", str(export), str(empty)) == 1
+    err = capsys.readouterr().err
+    assert f"{empty}: no " in err and "nothing was imported" in err
+    assert passages() == before
