@@ -200,7 +200,7 @@ class Spec:
 
     def _fit(self, entries) -> Matcher:
         if self.emb is None:
-            return Matcher.fit(entries)
+            return Matcher.fit(entries, encoder=None)
         from scipy.sparse import csr_matrix, hstack
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.svm import LinearSVC

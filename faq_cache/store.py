@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import diskcache
 
@@ -21,6 +21,9 @@ from .entries import FaqEntry, entry_id_for
 from .knowledge import KnowledgeStore
 from .matcher import MODEL_VERSION, Matcher
 from .normalize import normalize
+
+if TYPE_CHECKING:
+    from .encoder import Encoder
 
 __all__ = ["FaqStore"]
 
@@ -34,8 +37,10 @@ _COUNTERS = ("hits", "misses", "evictions", "hits_faq", "hits_greeting", "hits_l
 class FaqStore:
     """Entries, matcher and counters shared by every process using `directory`."""
 
-    def __init__(self, directory: str | Path, *, threshold: float | None = None) -> None:
-        """`threshold` None: the shipped threshold for the FAQ's size (see matcher.threshold_for)."""
+    def __init__(self, directory: str | Path, *, threshold: float | None = None, semantic: bool = True) -> None:
+        """`threshold` None: the shipped threshold for the FAQ's size (see matcher.threshold_for).
+        `semantic`: use the local sentence encoder when it is installed (else lexical only)."""
+        self.semantic = semantic
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.cache = diskcache.Cache(str(self.directory), timeout=5)
@@ -170,21 +175,32 @@ class FaqStore:
             loaded = self._loaded
             if loaded is not None and loaded[1] == version:
                 return loaded[0]
+            encoder = self.encoder()
             stored = self.cache.get(_MODEL)
-            if stored and stored[0] == version and stored[1] == MODEL_VERSION:
+            if (stored and stored[0] == version and stored[1] == MODEL_VERSION
+                    and stored[2].attach(encoder) and stored[2].kind == ("semantic" if encoder else "lexical")):
                 matcher = stored[2]
-            else:
+            else:  # none stored, another FAQ version, or fitted with another encoder (or none)
                 entries = self._entries()
-                matcher = Matcher.fit([FaqEntry.from_dict(d) for d in entries.values()])
+                matcher = Matcher.fit([FaqEntry.from_dict(d) for d in entries.values()], encoder=encoder)
                 with self.cache.transact(retry=True):
                     if self.version() == version:  # nobody changed the FAQ while we fitted
                         self.cache.set(_MODEL, (version, MODEL_VERSION, matcher), retry=True)
                 log.info(kv(event="faq_model_fitted", entries=matcher.n_entries, version=version,
-                           threshold=matcher.threshold))
+                           threshold=matcher.threshold, matcher=matcher.kind))
             if self.threshold is not None:
                 matcher.threshold = self.threshold
             self._loaded = (matcher, version)
             return matcher
+
+    def encoder(self) -> "_StoredVectors | None":
+        """The sentence encoder this store fits with, or None (lexical): loads it (~0.3 s) once."""
+        if not self.semantic:
+            return None
+        from .encoder import load_encoder
+
+        encoder = load_encoder()
+        return _StoredVectors(encoder, self.cache) if encoder is not None else None
 
     def current_matcher(self) -> Matcher | None:
         """The last matcher loaded in this process, possibly stale (never blocks)."""
@@ -267,3 +283,36 @@ class FaqStore:
         """Ids of entries that list `question` (after normalisation) as a variant."""
         q = normalize(question)
         return [eid for eid, d in self._entries().items() if any(normalize(x) == q for x in d["questions"])]
+
+
+class _StoredVectors:
+    """The encoder, with every fitted text's vector kept in the store: encoding costs ~5 ms a
+    text, so without this a one-question change to a 10,000-variant FAQ would re-encode all
+    of them (a minute) before the new model serves. Lookups encode as usual."""
+
+    def __init__(self, encoder: "Encoder", cache: diskcache.Cache) -> None:
+        self.encoder, self.cache = encoder, cache
+        self.id, self.dim = encoder.id, encoder.dim
+
+    def encode_one(self, text: str):
+        return self.encoder.encode_one(text)
+
+    def encode(self, texts):
+        import numpy as np
+
+        keys = [("vec", self.id, t) for t in texts]
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        missing = []
+        for i, key in enumerate(keys):
+            raw = self.cache.get(key, retry=True)
+            if raw is None:
+                missing.append(i)
+            else:
+                out[i] = np.frombuffer(raw, dtype=np.float32)
+        if missing:
+            fresh = self.encoder.encode([texts[i] for i in missing])
+            with self.cache.transact(retry=True):
+                for i, vec in zip(missing, fresh):
+                    out[i] = vec
+                    self.cache.set(keys[i], vec.astype(np.float32).tobytes(), retry=True)
+        return out

@@ -34,6 +34,9 @@ async def run_check(args: argparse.Namespace) -> int:
     prices = PriceBook.load(config)
     settings = LLMSettings.from_config(config)
     timeout = args.timeout
+    from faq_cache.settings import FaqSettings, describe_matcher
+
+    print(f"faq matcher: {describe_matcher(FaqSettings.from_config(config))}")
     print(f"chain: {' -> '.join(settings.chain)}")
     providers = build_providers(config, settings, announce=False)
     answered = 0
