@@ -176,3 +176,13 @@ async def test_check_shows_an_openrouter_failure_by_its_reason(fp, tmp_path, mon
     code = await run_check(argparse.Namespace(timeout=2.0))
     out = capsys.readouterr().out
     assert code == 1 and f"openrouter/{OR_MODEL}: FAILED outcome=out_of_credits" in out
+
+
+async def test_openai_identifiers_from_the_environment_are_not_sent_to_openrouter(fp, tmp_path, monkeypatch):
+    # The openai SDK would add OPENAI_ORG_ID / OPENAI_PROJECT_ID to every request it sends.
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-not-for-openrouter")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj_not_for_openrouter")
+    async with make_bot(or_env(fp, tmp_path)) as bot:
+        await bot.handle(ev())
+    sent = " ".join(f"{k}: {v}" for k, v in fp.openrouter.requests[0].headers.items()).lower()
+    assert "openai-organization" not in sent and "openai-project" not in sent and "not-for" not in sent

@@ -43,8 +43,11 @@ class OpenAICompatProvider(ChatCompletionsProvider):
                  transport: str = "aiohttp", headers: Mapping[str, str] | None = None) -> None:
         self.name = name
         self._http = http_client(openai, transport, pool)
+        # The SDK adds OPENAI_ORG_ID / OPENAI_PROJECT_ID from the environment to every request:
+        # OpenAI's identifiers, which OpenRouter or a third-party host has no business seeing.
+        own = {"OpenAI-Organization": openai.Omit(), "OpenAI-Project": openai.Omit(), **(headers or {})}
         super().__init__(openai.AsyncOpenAI(api_key=api_key or NO_KEY, base_url=base_url, max_retries=0,
-                                            default_headers=dict(headers or {}) or None, http_client=self._http))
+                                            default_headers=own, http_client=self._http))
 
 
 # OpenRouter models that think before answering and take `reasoning.effort`: at the default
