@@ -153,7 +153,7 @@ async def test_kill_9_mid_load_then_restart_answers_every_acked_update_exactly_o
                 await wait_settled(data, timeout=START_TIMEOUT)
         finally:
             proc.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(proc.wait(), 60)
+            await asyncio.wait_for(proc.wait(), 120)
 
     per_chat = Counter(str(p["chat_id"]) for p in tg.sent())
     twice = {c: n for c, n in per_chat.items() if n > 1}

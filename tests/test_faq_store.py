@@ -68,7 +68,7 @@ def test_two_processes_share_one_store_without_losing_updates(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(directory), name, str(n)], cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
     for p in procs:
-        out, err = p.communicate(timeout=60)
+        out, err = p.communicate(timeout=240)
         assert p.returncode == 0, err
     store = FaqStore(directory)
     try:
@@ -87,7 +87,7 @@ def test_a_faq_imported_by_one_process_answers_in_another(tmp_path, base_env):
     faq.write_text(SHOP_FAQ_YAML, encoding="utf-8")
     env = dict(base_env, PYTHONPATH=str(REPO))
     run = subprocess.run([sys.executable, "-m", "bot", "faq", "import", str(faq)], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr
     assert "imported 4 entries" in run.stdout
 

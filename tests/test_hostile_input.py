@@ -115,7 +115,7 @@ async def test_telegram_corpus_gets_its_status_and_rejects_leave_no_trace(world,
     assert ledger_counts(data)["messages"] == (2 if answered else 1)
 
 
-async def until(predicate, timeout: float = 10.0) -> None:
+async def until(predicate, timeout: float = 60.0) -> None:
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while not predicate():
@@ -177,7 +177,7 @@ async def test_odd_customer_texts_get_safe_replies_from_the_llm_and_the_template
                 before = {p: len(s.requests) for p, s in fp.servers.items()}
                 resp = await post_update(client, text_update(chat, text, chat_id=chat))
                 assert resp.status == 200, (phase, name)
-                await tg.wait_for(lambda f: f.texts(chat), timeout=10)
+                await tg.wait_for(lambda f: f.texts(chat), timeout=60)
                 reply = "\n".join(tg.texts(chat))
                 assert reply.strip(), (phase, name)
                 assert all(len(t.encode("utf-16-le")) // 2 <= 4096 for t in tg.texts(chat)), (phase, name)

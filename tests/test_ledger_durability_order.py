@@ -15,6 +15,7 @@ from bot.pipeline import SupportBot
 from bot.rendering import Renderer
 from bot.templates_tier import TemplateTier
 from fakes.telegram_api import FakeTelegram, callback_update, text_update
+from polling import until
 from telegram_harness import EchoTier, inbox_rows, make_config, post_update, running
 
 
@@ -76,7 +77,7 @@ async def test_an_update_is_not_marked_answered_before_its_ledger_record_is_comm
             finally:
                 blocker.execute("ROLLBACK")
                 blocker.close()
-            await tg.wait_for(lambda f: f.texts(42), timeout=10)
+            await tg.wait_for(lambda f: f.texts(42), timeout=60)
             assert dict(inbox_rows(data))["telegram:2"] == "done"
             assert count(db, "SELECT COUNT(*) FROM messages WHERE conversation_id = '42'") == 1
     assert tg.texts(42) == ["echo: where is my parcel?"]
@@ -101,15 +102,11 @@ async def test_a_button_press_is_marked_answered_only_after_what_it_recorded(tmp
             blocker.execute("BEGIN EXCLUSIVE")
             try:
                 assert (await post_update(client, callback_update(2, "rate:5"))).status == 200
-                await tg.wait_for(lambda f: f.sent("answerCallbackQuery"), timeout=5)
+                await tg.wait_for(lambda f: f.sent("answerCallbackQuery"), timeout=60)
                 await asyncio.sleep(0.3)
                 assert dict(inbox_rows(data))["telegram:2"] == "pending"
             finally:
                 blocker.execute("ROLLBACK")
                 blocker.close()
-            for _ in range(100):
-                if dict(inbox_rows(data))["telegram:2"] == "done":
-                    break
-                await asyncio.sleep(0.1)
-            assert dict(inbox_rows(data))["telegram:2"] == "done"
+            await until(lambda: dict(inbox_rows(data))["telegram:2"] == "done", what="the press marked answered")
             assert count(db, "SELECT COUNT(*) FROM events WHERE kind = 'rating'") == 1

@@ -1,8 +1,6 @@
 """Per-customer rate limit: one polite notice, then silence, and never an LLM call."""
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from bot.app import build_bot
@@ -11,7 +9,7 @@ from bot.models import Event
 from bot.ratelimit import RateLimitGate, RateLimitSettings
 from bot.rendering import Renderer
 from fakes.telegram_api import FakeTelegram, text_update
-from telegram_harness import EchoTier, make_bot, make_config, post_update, running
+from telegram_harness import EchoTier, make_bot, make_config, post_update, running, settled
 
 
 class Clock:
@@ -87,13 +85,13 @@ async def test_telegram_customer_over_the_limit_gets_one_notice_and_no_llm_call(
         config = make_config(tg.base_url, tmp_path / "data", TELEGRAM_STREAM_DRAFTS="false")
         llm = EchoTier()
         gate = RateLimitGate(RateLimitSettings(messages=10, window_s=60), Renderer.from_config(config))
-        async with running(make_bot(config, gate, llm), config) as (client, _):
+        async with running(make_bot(config, gate, llm), config) as (client, server):
             for i in range(1, 15):
                 assert (await post_update(client, text_update(i, f"q{i}"))).status == 200
             other = text_update(100, "I am someone else", chat_id=77)
             await post_update(client, other)
-            await tg.wait_for(lambda f: len(f.texts(42)) == 11 and f.texts(77), timeout=5)
-            await asyncio.sleep(0.2)
+            await tg.wait_for(lambda f: len(f.texts(42)) == 11 and f.texts(77), timeout=60)
+            await settled(server)
     texts = tg.texts(42)
     assert texts[:10] == [f"echo: q{i}" for i in range(1, 11)]
     assert len(texts) == 11 and "faster than I can answer" in texts[10]

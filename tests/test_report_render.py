@@ -87,7 +87,7 @@ async def test_cli_writes_each_format_to_a_file(tmp_path):
 
 def test_cli_rejects_a_bad_date_and_names_the_format(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bot", "report", "--date", "24/11/2026"],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=240)
     assert proc.returncode == 2 and "YYYY-MM-DD" in proc.stderr
     assert not (tmp_path / "data" / "ledger.sqlite3").exists()  # nothing was created
 

@@ -237,7 +237,7 @@ async def test_chat_prints_the_sources_under_the_reply(fp, tmp_path):
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "chat", env=env, cwd=str(tmp_path), stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-    out, _ = await asyncio.wait_for(proc.communicate(b"how long is a gift card valid for?\n/quit\n"), 60)
+    out, _ = await asyncio.wait_for(proc.communicate(b"how long is a gift card valid for?\n/quit\n"), 240)
     lines = out.decode().splitlines()
     bot_line = next(i for i, line in enumerate(lines) if "bot> " in line)
     assert "tier=llm" in lines[bot_line + 1]

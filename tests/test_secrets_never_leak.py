@@ -179,7 +179,7 @@ async def test_secrets_never_leak_through_failures_into_any_output(tmp_path, cap
                 resp = await client.post("/telegram/webhook", json=text_update(1, "hi, refund please", chat_id=77),
                                          headers={"X-Telegram-Bot-Api-Secret-Token": PLANTED["TELEGRAM_WEBHOOK_SECRET"]})
                 assert resp.status == 200
-                await tg.wait_for(lambda f: f.texts(77), timeout=10)
+                await tg.wait_for(lambda f: f.texts(77), timeout=60)
                 found.extend(leaks("Telegram message", json.dumps(tg.sent())))
                 # Slack: a staff question (signed), with the Web API failing once.
                 slack.fail_next("chat.postMessage", "internal_error", status=500)

@@ -58,7 +58,7 @@ async def test_tierbot_serve_on_sigterm_answers_what_it_accepted_then_exits(tmp_
             await until(lambda: fp.groq.requests, what="the answer is being produced")  # it takes 1.5 s
             assert tg.texts() == []
             proc.send_signal(signal.SIGTERM)
-            _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
+            _, stderr = await asyncio.wait_for(proc.communicate(), timeout=120)
         finally:
             if proc.returncode is None:
                 proc.kill()
@@ -111,7 +111,7 @@ async def test_kill_9_mid_answer_then_restart_answers_each_update_once(tmp_path)
             await wait_settled(tmp_path / "data")  # nothing more to send: a duplicate would be out
         finally:
             proc.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(proc.wait(), 30)
+            await asyncio.wait_for(proc.wait(), 120)
         assert sorted(tg.texts()) == ["fast answer"] * 3
         assert sorted(str(p["chat_id"]) for p in tg.sent()) == ["61", "62", "63"]
     assert inbox_rows(tmp_path / "data") == [("telegram:1", "done"), ("telegram:2", "done"), ("telegram:3", "done")]

@@ -19,7 +19,7 @@ async def test_polling_worker_posts_handoffs_and_forwards_messages_to_slack(tmp_
         stop = asyncio.Event()
         worker = asyncio.create_task(run_polling(config, stop))
         tg.push_update(text_update(1, "I want to speak to a human"))
-        await slack.wait_for(lambda: slack.top_level(STAFF_CHANNEL), timeout=10)
+        await slack.wait_for(lambda: slack.top_level(STAFF_CHANNEL), timeout=60)
         tg.push_update(text_update(2, "my order number is 1234"))
         await slack.wait_for(lambda: slack.thread(STAFF_CHANNEL, slack.top_level(STAFF_CHANNEL)[0]["ts"]),
                              timeout=10)

@@ -44,7 +44,7 @@ async def test_update_recorded_but_unanswered_is_answered_once_after_restart(tg,
 
     fresh = EchoTier()
     async with running(make_bot(config, fresh), config) as (client, server):
-        await tg.wait_for(lambda f: len(f.texts()) == 2, timeout=5)
+        await tg.wait_for(lambda f: len(f.texts()) == 2, timeout=60)
         # Telegram redelivers the update it had already sent: still answered once
         assert (await post_update(client, text_update(2, "second"))).status == 200
         await settled(server)
@@ -70,7 +70,7 @@ async def test_429_retry_after_is_honoured(tg, tmp_path):
     config = make_config(tg.base_url, tmp_path / "data")
     async with running(make_bot(config, EchoTier()), config) as (client, _):
         await post_update(client, text_update(1, "hi"))
-        await tg.wait_for(lambda f: f.texts(), timeout=5)
+        await tg.wait_for(lambda f: f.texts(), timeout=60)
     tries = [c for c in tg.calls if c.method == "sendMessage"]
     assert [c.status for c in tries] == [429, 200]
     assert tries[1].at - tries[0].at >= 0.95  # waited as told, not earlier
@@ -84,7 +84,7 @@ async def test_5xx_is_retried_with_backoff(tg, tmp_path):
     async with running(make_bot(config, EchoTier()), config) as (client, server):
         server.telegram.outbox.backoff_base_s = 0.05
         await post_update(client, text_update(1, "hi"))
-        await tg.wait_for(lambda f: f.texts(), timeout=5)
+        await tg.wait_for(lambda f: f.texts(), timeout=60)
     tries = [c for c in tg.calls if c.method == "sendMessage"]
     assert [c.status for c in tries] == [502, 502, 500, 200]  # the growing backoff: test_leases_backoff.py
     assert tg.texts() == ["echo: hi"]
@@ -99,7 +99,7 @@ async def test_reply_kept_while_telegram_is_unreachable_and_sent_after_restart(t
             server.telegram.outbox.backoff_base_s = 0.02
             server.telegram.outbox.backoff_max_s = 0.05
             await post_update(client, text_update(1, "still there?"))
-            await tg.wait_for(lambda f: len(f.sent("sendMessage", ok_only=False)) >= 3, timeout=5)
+            await tg.wait_for(lambda f: len(f.sent("sendMessage", ok_only=False)) >= 3, timeout=60)
         assert tg.texts() == []
     store = DurableStore.in_dir(data)
     try:
@@ -112,7 +112,7 @@ async def test_reply_kept_while_telegram_is_unreachable_and_sent_after_restart(t
         config2 = make_config(tg2.base_url, data)
         tier = EchoTier()
         async with running(make_bot(config2, tier), config2) as (_, server):
-            await tg2.wait_for(lambda f: f.texts(), timeout=5)
+            await tg2.wait_for(lambda f: f.texts(), timeout=60)
             await settled(server)
         assert tg2.texts() == ["echo: still there?"] and tier.calls == []
 
@@ -139,7 +139,7 @@ async def test_messages_to_one_chat_keep_their_order_through_retries(tg, tmp_pat
         server.telegram.outbox.backoff_base_s = 0.1
         for i in range(1, 6):
             await post_update(client, text_update(i, f"m{i}"))
-        await tg.wait_for(lambda f: len(f.texts()) == 5, timeout=5)
+        await tg.wait_for(lambda f: len(f.texts()) == 5, timeout=60)
     assert tg.texts() == [f"echo: m{i}" for i in range(1, 6)]
 
 
@@ -163,7 +163,7 @@ async def test_server_starts_while_telegram_is_unreachable_and_answers_once_conn
     config = make_config(tg.base_url, tmp_path / "data")
     async with running(make_bot(config, EchoTier()), config) as (client, _):
         assert (await post_update(client, text_update(1, "anyone?"))).status == 200  # recorded anyway
-        await tg.wait_for(lambda f: f.texts(), timeout=5)
+        await tg.wait_for(lambda f: f.texts(), timeout=60)
     assert [c.status for c in tg.calls if c.method == "getMe"][:2] == [502, 200]
     assert tg.texts() == ["echo: anyone?"]
 

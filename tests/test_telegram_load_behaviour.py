@@ -52,7 +52,7 @@ async def test_drafts_start_only_once_the_answer_is_slow_and_replace_typing(tg, 
     tier = StreamingEcho(words, chunk_delay=0.05)  # ~0.6 s in all
     async with running(make_bot(config, tier), config) as (client, _):
         await post_update(client, text_update(1, "tell me everything"))
-        await tg.wait_for(lambda f: f.texts(42), timeout=5)
+        await tg.wait_for(lambda f: f.texts(42), timeout=60)
     drafts = [c for c in tg.calls if c.method == "sendMessageDraft"]
     assert drafts, "a slow answer shows its progress"
     # nothing before the delay: the first draft already holds several words
@@ -155,7 +155,7 @@ async def test_a_saturated_loop_lowers_the_limit_in_a_running_server(tg, tmp_pat
         assert slots.limit < before
         # and it still answers
         await post_update(client, text_update(1, "still there?"))
-        await tg.wait_for(lambda f: f.texts(42), timeout=5)
+        await tg.wait_for(lambda f: f.texts(42), timeout=60)
 
 
 # -- the outbox ---------------------------------------------------------------------------
@@ -232,7 +232,7 @@ async def test_while_updates_wait_for_a_slot_the_one_in_flight_shows_no_indicato
     async with running(make_bot(config, tier), config) as (client, _):
         await post_update(client, text_update(1, "first", chat_id=1))
         await post_update(client, text_update(2, "second", chat_id=2))  # waits for the only slot
-        await tg.wait_for(lambda f: f.texts(1) and f.texts(2), timeout=5)
+        await tg.wait_for(lambda f: f.texts(1) and f.texts(2), timeout=60)
     def to(chat: int, method: str) -> list:
         return [p for p in tg.sent(method) if str(p["chat_id"]) == str(chat)]
     # the first answer was made while another update waited: its CPU went to answering

@@ -2,13 +2,13 @@
 the fake Bot API on 127.0.0.1, asserting what the customer would see."""
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from fakes.telegram_api import (FakeTelegram, callback_update, photo_update, sticker_update, text_update,
                                 voice_update)
-from telegram_harness import EchoTier, StreamingEcho, inbox_rows, make_bot, make_config, post_update, running
+from polling import until
+from telegram_harness import (EchoTier, StreamingEcho, inbox_rows, make_bot, make_config, post_update, running,
+                              settled)
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def sent_texts(fake: FakeTelegram, chat_id: int = 42) -> list[str]:
 async def test_slow_answer_shows_typing_indicator_first(tg, tmp_path):
     config = make_config(tg.base_url, tmp_path / "data", TELEGRAM_STREAM_DRAFTS="false",
                          TELEGRAM_TYPING_DELAY_S="0.05")
-    tier = EchoTier(delay=0.3)
+    tier = EchoTier(delay=1.0)  # far past the typing delay, even when the loop runs late
     async with running(make_bot(config, tier), config) as (client, _):
         resp = await post_update(client, text_update(1, "where is my parcel?"))
         assert resp.status == 200
@@ -42,21 +42,21 @@ async def test_slow_answer_shows_typing_indicator_first(tg, tmp_path):
 
 async def test_instant_answer_skips_the_typing_indicator(tg, tmp_path):
     config = make_config(tg.base_url, tmp_path / "data", TELEGRAM_STREAM_DRAFTS="false")
-    async with running(make_bot(config, EchoTier()), config) as (client, _):
+    async with running(make_bot(config, EchoTier()), config) as (client, server):
         await post_update(client, text_update(1, "hi"))
         await tg.wait_for(lambda f: f.texts(42))
-        await asyncio.sleep(0.4)
+        await settled(server)
     assert tg.texts() == ["echo: hi"] and tg.sent("sendChatAction") == []
 
 
 async def test_redelivered_update_is_answered_once(tg, tmp_path):
     config = make_config(tg.base_url, tmp_path / "data")
     tier = EchoTier()
-    async with running(make_bot(config, tier), config) as (client, _):
+    async with running(make_bot(config, tier), config) as (client, server):
         update = text_update(7, "hello")
         statuses = [(await post_update(client, update)).status for _ in range(3)]
         await tg.wait_for(lambda f: f.texts(42))
-        await asyncio.sleep(0.2)
+        await settled(server)
     assert statuses == [200, 200, 200]
     assert sent_texts(tg) == ["echo: hello"]
     assert len(tier.calls) == 1
@@ -104,7 +104,7 @@ async def test_groups_answer_only_when_mentioned_or_replied_to(tg, tmp_path):
     config = make_config(tg.base_url, tmp_path / "data")
     tier = EchoTier()
     group = -1001
-    async with running(make_bot(config, tier), config) as (client, _):
+    async with running(make_bot(config, tier), config) as (client, server):
         await post_update(client, text_update(1, "chatting among ourselves", chat_id=group, user_id=5,
                                               chat_type="supergroup"))
         await post_update(client, text_update(2, "@tierbot_test_bot where is my order?", chat_id=group,
@@ -112,7 +112,7 @@ async def test_groups_answer_only_when_mentioned_or_replied_to(tg, tmp_path):
         await post_update(client, text_update(3, "and the refund?", chat_id=group, user_id=5,
                                               chat_type="supergroup", reply_to_bot=True))
         await tg.wait_for(lambda f: len(f.texts(group)) == 2)
-        await asyncio.sleep(0.1)
+        await settled(server)
     assert [e.text for e in tier.calls] == ["where is my order?", "and the refund?"]
     assert tg.texts(group) == ["echo: where is my order?", "echo: and the refund?"]
     # answers in a group quote the message they answer
@@ -124,10 +124,10 @@ async def test_long_answer_is_split_on_paragraphs_under_4096(tg, tmp_path):
     paragraphs = [("Paragraph %d. " % i) + "word " * 300 for i in range(6)]  # ~1.5k chars each
     long_text = "\n\n".join(p.strip() for p in paragraphs)
     config = make_config(tg.base_url, tmp_path / "data", TELEGRAM_STREAM_DRAFTS="false")
-    async with running(make_bot(config, EchoTier(text=long_text)), config) as (client, _):
+    async with running(make_bot(config, EchoTier(text=long_text)), config) as (client, server):
         await post_update(client, text_update(1, "tell me everything"))
         await tg.wait_for(lambda f: len(f.texts(42)) >= 3)
-        await asyncio.sleep(0.1)
+        await settled(server)
     parts = sent_texts(tg)
     assert all(len(p) <= 4096 for p in parts)
     assert all(p.startswith("Paragraph") for p in parts)  # cut at paragraph boundaries
@@ -192,10 +192,8 @@ async def test_empty_reply_sends_nothing_but_marks_the_update_answered(tg, tmp_p
     config = make_config(tg.base_url, tmp_path / "data")
     async with running(make_bot(config, HandedOff()), config) as (client, server):
         await post_update(client, text_update(1, "are you there?"))
-        for _ in range(100):
-            if ("telegram:1", "done") in server.telegram.store.query("SELECT key, state FROM inbox"):
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: ("telegram:1", "done") in server.telegram.store.query("SELECT key, state FROM inbox"),
+                    what="the update marked answered")
     assert tg.sent() == []
     assert inbox_rows(tmp_path / "data") == [("telegram:1", "done")]
 

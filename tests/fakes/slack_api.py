@@ -103,6 +103,16 @@ class FakeSlack:
         self.base_url = f"http://127.0.0.1:{port}/api/"
         return self.base_url
 
+    @property
+    def echoing(self) -> bool:
+        """Echoes of bot posts are still on their way to the app."""
+        return bool(self._echoes)
+
+    async def echoes_delivered(self) -> None:
+        """Wait until every echo of a bot post so far has been delivered to the app."""
+        while self._echoes:
+            await asyncio.gather(*list(self._echoes), return_exceptions=True)
+
     async def stop(self) -> None:
         if self._echoes:
             await asyncio.gather(*self._echoes, return_exceptions=True)
@@ -135,7 +145,7 @@ class FakeSlack:
     def top_level(self, channel: str) -> list[dict[str, Any]]:
         return [m for m in self.messages.get(channel, []) if m.get("thread_ts") in (None, m["ts"])]
 
-    async def wait_for(self, predicate: Any, timeout: float = 5.0) -> None:
+    async def wait_for(self, predicate: Any, timeout: float = 60.0) -> None:
         """Wait until `predicate()` is true (checked after every API call)."""
         async def _wait() -> None:
             async with self._changed:

@@ -142,7 +142,7 @@ class FakeTelegram:
         return [p["text"] for p in self.sent("sendMessage")
                 if chat_id is None or str(p.get("chat_id")) == str(chat_id)]
 
-    async def wait_for(self, predicate, timeout: float = 5.0) -> None:
+    async def wait_for(self, predicate, timeout: float = 60.0) -> None:
         """Wait until `predicate(self)` holds (checked after every call)."""
         async def _wait() -> None:
             async with self._changed:
