@@ -121,7 +121,10 @@ async def test_breaker_opens_after_repeated_failures_then_dead_primary_costs_not
     chain = chain_with(primary)
     if make is not None:
         fp.servers[primary].default = make()
-    env = llm_env(fp, tmp_path, chain=",".join(chain), attempt=0.25,
+    # Nothing here is about timing: a 1 s attempt timeout and a 5 s deadline, because at
+    # load 12 a 500 took more than the former 0.25 s to come back and one message took
+    # 2.3 s against the former 1.5 s deadline (the templates answered).
+    env = llm_env(fp, tmp_path, chain=",".join(chain), attempt=1.0, deadline=5.0,
                   refused={primary} if make is None else set(), TIERBOT_BREAKER_THRESHOLD="3")
     async with make_bot(env, ledger=True) as bot:
         for i in range(3):
