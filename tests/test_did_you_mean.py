@@ -24,7 +24,7 @@ from fakes.slack_api import SIGNING_SECRET, STAFF_CHANNEL, FakeSlack
 from fakes.slack_api import TOKEN as SLACK_TOKEN
 from fakes.telegram_api import FakeTelegram, callback_update, text_update
 from faq_helpers import SHOP_FAQ_YAML
-from telegram_harness import inbox_rows, make_config, post_update, running
+from telegram_harness import inbox_rows, make_config, post_update, running, settled
 
 ENTRIES = {e.questions[0]: e for e in parse_yaml(SHOP_FAQ_YAML)}
 PASSWORD = ENTRIES["How do I reset my password?"]
@@ -105,14 +105,14 @@ async def test_buttons_come_with_a_template_reply_only_when_entries_are_likely(t
 async def test_a_press_answers_that_entry_once_even_pressed_twice(tg, data_dir):
     config = make_config(tg.base_url, data_dir, **LEXICAL)
     bot = whole_bot(config)
-    async with running(bot, config) as (client, _):
+    async with running(bot, config) as (client, server):
         await post_update(client, text_update(1, UNSURE))
         await tg.wait_for(lambda f: len(f.texts()) == 1)
         first, second = tg.press(2, 42, 0), tg.press(3, 42, 0)  # two taps: two updates, two query ids
         for update in (first, first, second):  # and the first one redelivered by Telegram
             assert (await post_update(client, update)).status == 200
         await tg.wait_for(lambda f: len(f.sent("answerCallbackQuery")) == 2 and len(f.texts()) == 2)
-        await asyncio.sleep(0.3)  # room for a wrong second answer to show up
+        await settled(server)  # nothing being answered or sent: a wrong answer would be out
         rows = await ledger_rows(bot)
     await bot.aclose()
     assert tg.texts()[1] == PASSWORD.answer and len(tg.texts()) == 2
@@ -155,10 +155,10 @@ async def test_polling_takes_button_presses_through_the_same_inbox(tg, data_dir)
 async def test_bad_callback_data_gets_a_polite_answer_and_changes_nothing(tg, data_dir, data):
     config = make_config(tg.base_url, data_dir, **LEXICAL)
     bot = whole_bot(config)
-    async with running(bot, config) as (client, _):
+    async with running(bot, config) as (client, server):
         await post_update(client, callback_update(5, data))
         await tg.wait_for(lambda f: f.sent("answerCallbackQuery"))
-        await asyncio.sleep(0.2)
+        await settled(server)  # nothing being answered or sent: a wrong answer would be out
         rows = await ledger_rows(bot)
     await bot.aclose()
     [answer] = tg.sent("answerCallbackQuery")
@@ -170,13 +170,13 @@ async def test_bad_callback_data_gets_a_polite_answer_and_changes_nothing(tg, da
 async def test_an_entry_removed_since_it_was_offered_is_not_answered(tg, data_dir):
     config = make_config(tg.base_url, data_dir, **LEXICAL)
     bot = whole_bot(config)
-    async with running(bot, config) as (client, _):
+    async with running(bot, config) as (client, server):
         await post_update(client, text_update(1, UNSURE))
         await tg.wait_for(lambda f: len(f.texts()) == 1)
         assert bot.services["faq"].remove(PASSWORD.id)
         await post_update(client, tg.press(2, 42, 0))
         await tg.wait_for(lambda f: f.sent("answerCallbackQuery"))
-        await asyncio.sleep(0.2)
+        await settled(server)  # nothing being answered or sent: a wrong answer would be out
         rows = await ledger_rows(bot)
     await bot.aclose()
     assert tg.sent("answerCallbackQuery")[0]["text"] == EXPIRED
