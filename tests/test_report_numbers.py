@@ -53,9 +53,11 @@ def generate(seed: int = 7):
                     m["meta"] = {"template": "rate_limited", "rate_limited": "silent"}
             else:
                 if rng.random() < 0.3:
-                    m["attempts"].append(("groq", "llama-3.3-70b-versatile",
-                                          rng.choice(["rate_limited", "timeout", "server_error"]), 0, 0, 0.0))
+                    failed = rng.choice(["rate_limited", "timeout", "server_error"])
+                    m["attempts"].append(("groq", "llama-3.3-70b-versatile", failed, 0, 0, 0.0))
                     provider, model = rng.choice([("gemini", "gemini-2.5-flash"), ("claude", "claude-mystery")])
+                    if provider == "claude" and failed == "rate_limited":  # as the chain marks it
+                        m["meta"] = {"paid_because": "free_limited"}
                 elif rng.random() < 0.1:
                     m["attempts"].append(("groq", "llama-3.3-70b-versatile", "skipped:budget", 0, 0, 0.0))
                     provider, model = "gemini", "gemini-2.5-flash"
@@ -172,6 +174,17 @@ async def test_totals_tiers_models_and_spend_match(data):
         assert got[key][3] == pytest.approx(s[3], rel=1e-9, abs=1e-15)
     mystery = next(row for row in r["spend"] if row["model"] == "claude-mystery")
     assert mystery["price_unknown"] and mystery["cost_usd"] == 0.0
+
+
+async def test_paid_answers_because_free_providers_were_limited_match(data):
+    messages, events, r, _ = data
+    ms = on(DAY, messages)
+    want = Counter((m["provider"], m["model"]) for m in ms if m["meta"].get("paid_because"))
+    assert sum(want.values()) > 0  # the generated day has some
+    got = {(row["provider"], row["model"]): row["paid_for_limits"] for row in r["by_model"] if row["paid_for_limits"]}
+    assert got == want and r["totals"]["paid_for_limits"] == sum(want.values())
+    for fmt in ("text", "markdown", "html"):
+        assert f"{sum(want.values())} because the free providers were rate-limited" in render_report(r, fmt)
 
 
 async def test_failovers_breakers_latency_match(data):

@@ -86,7 +86,8 @@ async def test_customer_figures_leave_staff_questions_out(report):
     t = r["totals"]
     assert t["messages"] == 6 and t["conversations"] == 3
     assert {row["tier"]: row["count"] for row in r["by_tier"]} == {"llm": 3, "template": 1, "cache": 2}
-    assert r["by_model"] == [{"provider": "groq", "model": GROQ, "count": 3, "share": 0.5}]
+    assert r["by_model"] == [{"provider": "groq", "model": GROQ, "count": 3, "share": 0.5,
+                              "paid_for_limits": 0}]
     assert t["cost_usd"] == pytest.approx(0.003) and t["unknown_price_attempts"] == 1
     assert t["cost_per_1000"] == pytest.approx(0.003 / 6 * 1000)
     assert (t["input_tokens"], t["output_tokens"]) == (400, 30)

@@ -624,7 +624,7 @@ class Candidates:
     is passed over at once. It is waited for only (a) when nothing else is left, if its wait
     is the soonest, at most `rate_wait_max_s` and fits the deadline, or (b) when the next step
     is a paid provider and a free one is free again within `free_wait_s` — what the operator
-    said a paid answer is worth. Each step is waited for at most once per message.
+    said a paid answer is worth. Either allowance is for the message's waits in total.
     """
 
     def __init__(self, chain: ChainTier, event: Event, turn: TurnContext) -> None:
@@ -637,7 +637,6 @@ class Candidates:
         self._considered = False  # a step was sent to, or passed over by slow start
         self._limited: list[Step] = []    # passed over this turn for an announced wait
         self._again: list[Step] = []      # waited for: offered again before the rest
-        self._waited: set[Step] = set()
         self.waited_s = 0.0
 
     def __aiter__(self) -> "Candidates":
@@ -653,7 +652,8 @@ class Candidates:
             if found is not None and not paid:
                 return found
             s = self.chain.settings
-            target = self._worth_waiting(s.free_wait_s if found is not None else s.rate_wait_max_s)
+            allowance = (s.free_wait_s if found is not None else s.rate_wait_max_s) - self.waited_s
+            target = self._worth_waiting(allowance)
             if target is None:
                 if found is None:
                     raise StopAsyncIteration
@@ -675,14 +675,18 @@ class Candidates:
         if err is not None and err.outcome in E.TRANSPORT_FAILURES:
             self._dead_hosts.add(outcome.step.provider)
         elif err is not None and err.outcome == E.RATE_LIMITED and err.retry_after:
-            self._limited.append(outcome.step)
+            self._held(outcome.step)
+
+    def _held(self, step: Step) -> None:
+        if step not in self._limited:
+            self._limited.append(step)
 
     def _worth_waiting(self, allowance: float) -> tuple[Step, float, float] | None:
         """(step, its wait, the most we wait for it) for the limited step free again soonest,
         if that is within `allowance` and leaves an attempt's worth of the deadline."""
         best: tuple[Step, float] | None = None
         for step in self._limited:
-            if step in self._waited or step.provider in self._dead_hosts:
+            if step.provider in self._dead_hosts:
                 continue
             wait = self.chain.rate_quiet_for(step)
             if wait is None:  # free again (or held by something else now): offer it as is
@@ -698,8 +702,9 @@ class Candidates:
 
     async def _wait(self, step: Step, wait: float, most: float, why: str) -> None:
         """Wait out `step`'s announced wait, then (if another message took its one probe) that
-        probe's verdict, all within `most` seconds; then offer `step` again."""
-        self._waited.add(step)
+        probe's verdict, all within `most` seconds; then offer `step` again. A message may
+        wait more than once (the probe it waited for was limited again) while its total
+        stays within the allowance."""
         log.info(kv(provider=step.provider, model=step.model, event="rate_wait", wait_s=round(wait, 3),
                     why=why))
         loop = asyncio.get_running_loop()
@@ -707,10 +712,12 @@ class Candidates:
         if wait > 0:
             await asyncio.sleep(wait)
         left = most - (loop.time() - t0)
-        model = self.chain.breakers.get(step.provider, step.model)
-        if left > 0 and model.quiet_for() == 0.0:
-            await model.verdict(left)
-        self.waited_s += loop.time() - t0
+        for breaker in (self.chain.breakers.host(step.provider), self.chain.breakers.get(step.provider, step.model)):
+            if left > 0 and breaker.quiet_for() == 0.0:
+                await breaker.verdict(left)
+                left = most - (loop.time() - t0)
+        self.waited_s += max(loop.time() - t0, 0.001)  # progress, even when nothing had to be waited
+        self._limited.remove(step)  # offered again: still held, it is found held again
         self._again.insert(0, step)
 
     def _later_eligible(self) -> bool:
@@ -742,8 +749,8 @@ class Candidates:
                 self._considered = True
             if reason:
                 self.turn.record(Attempt(step.provider, step.model, f"skipped:{reason}"))
-                if reason in (RATE_LIMITED_SKIP, RATE_PROBING) and step not in self._limited:
-                    self._limited.append(step)
+                if reason in (RATE_LIMITED_SKIP, RATE_PROBING):
+                    self._held(step)
                 continue
             budget = self.chain.budget(self.turn)
             if budget < self.chain.settings.min_attempt_s:

@@ -412,7 +412,10 @@ def compute_day(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, Any
     }
     by_tier = [{"tier": t, "count": c, "share": _share(c, n)}
                for t, c in sorted(tiers.items(), key=lambda kv: (-kv[1], kv[0]))]
-    by_model = [{"provider": p, "model": m, "count": c, "share": _share(c, n)}
+    paid_for_limits = _paid_for_limits(conn, scan, span)
+    totals["paid_for_limits"] = sum(paid_for_limits.values())
+    by_model = [{"provider": p, "model": m, "count": c, "share": _share(c, n),
+                 "paid_for_limits": paid_for_limits.get((p, m), 0)}
                 for (p, m), c in sorted(models.items(), key=lambda kv: (-kv[1], kv[0]))]
     spend = [{"provider": p, "model": m, "attempts": a, "input_tokens": i, "output_tokens": o,
               "cost_usd": math.fsum(c), "unknown_price_attempts": u, "price_unknown": u > 0}
@@ -453,6 +456,25 @@ def compute_day(conn: sqlite3.Connection, inputs: ReportInputs) -> dict[str, Any
         "budget": {"caps": budget, "alerts": alerts},
         "provider_spend": {p: (math.fsum(costs), unknown_by.get(p, 0)) for p, costs in spent_by.items()},
     }
+
+
+# Answered by a paid provider because the free ones were rate-limited: the chain marks the
+# reply (bot/llm/chain.py, meta "paid_because"). Such a reply always has a failed or skipped
+# attempt before it, so only the day's LLM failover replies are read, one index stretch each.
+_PAID_FOR_LIMITS = (f"SELECT COUNT(*) FROM messages INDEXED BY messages_groups WHERE {S._match(S.MESSAGE_KEY)} "
+                    "AND ts >= ? AND ts < ? AND instr(COALESCE(meta, ''), '\"paid_because\"') > 0 "
+                    f"AND NOT {STAFF_SQL}")
+
+
+def _paid_for_limits(conn: sqlite3.Connection, scan: S.DayScan, span: tuple[float, float]) -> Counter[tuple[str, str]]:
+    out: Counter[tuple[str, str]] = Counter()
+    for key in scan.messages:
+        tier, provider, model, fallback = key
+        if tier == "llm" and fallback:
+            count = conn.execute(_PAID_FOR_LIMITS, (*key, *span)).fetchone()[0]
+            if count:
+                out[(provider, model)] += count
+    return out
 
 
 # The report's independent parts, in `merge`'s argument order.
