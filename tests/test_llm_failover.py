@@ -263,3 +263,15 @@ async def test_with_the_guard_off_a_probe_keeps_its_customer(fp, tmp_path):
     async with make_bot(env) as bot:
         reply = await bot.handle(ev(1))
     assert reply.provider == "groq" and not fp.gemini.requests
+
+
+async def test_only_a_cold_hosts_first_attempts_race_the_next_provider(fp, tmp_path):
+    # groq refuses: every message falls back to gemini, not heard from yet and slow to answer.
+    # Its first attempts are its probes (raced by claude after the floor); the others wait for it.
+    fp.gemini.default = F.ok("gemini", latency=1.0)
+    env = llm_env(fp, tmp_path, attempt=4.0, deadline=6.0, refused={"groq"}, TIERBOT_PROBE_FLOOR_S="0.2")
+    async with make_bot(env) as bot:
+        replies = await asyncio.gather(*[bot.handle(ev(i)) for i in range(8)])
+    raced = [r for r in replies if any(a.outcome == "probe_background" for a in r.attempts)]
+    assert 1 <= len(raced) <= 2  # slow start's two
+    assert sum(r.provider == "gemini" for r in replies) >= 6

@@ -436,7 +436,12 @@ class ChainTier:
         host, model = self.breakers.host(step.provider), self.breakers.get(step.provider, step.model)
         watch = self.hosts[step.provider]
         probe = any((b.opened or b.rate_probe) and not b.probing for b in (host, model))
-        if not probe and watch.proven:
+        # A host not heard from yet: its first attempts (as many as slow start lets in) are
+        # its probes. Messages sent to it beyond those (they came from a failed provider, at
+        # a cold start) keep their budget: racing each of them would double the requests,
+        # onto a paid provider when it is next (bench/storm_bench.py scenario 8).
+        first = not watch.proven and len(watch.inflight) < max(1, self.settings.slow_start)
+        if not probe and not first:
             return None
         p95 = watch.latency.quantile(0.95) if len(watch.latency) >= MIN_SAMPLES else None
         limit = max(p95 or 0.0, self.settings.probe_floor_s)
