@@ -30,6 +30,22 @@ exception, SDK default retries, 2 s timeout, no breaker, no deadline) runs the s
 scenarios with a fixed 2 s sleep between tries. Where it is slow it gets fewer
 messages (the count is printed), because 2,000 of them would take many minutes.
 Whole run: about eight and a half minutes (`--quick`: 400 messages; `--only 2,2b` for some scenarios).
+
+Scenarios 5-8 (issue #11: fail over first, paid providers, no customer as a probe) put three
+kinds of rows side by side: "old" = the build before fail-over-first (`--old`, default
+0ab2a32), run in a child process from a copy of that revision's code against the same fakes
+and driver; the current build (default and, in 5, speed first: TIERBOT_FREE_WAIT_S=0); naive.
+
+ 5. 30 % random 429s with `Retry-After: 1` on every provider (every announced window honoured?
+    counted on the bot's side: requests sent while a Retry-After it had received still ran);
+    the paid provider's (claude's) share;
+ 6. groq answering every request with 429 `Retry-After: 1` for 5 s under a steady 40 msg/s
+    (open loop, 3 s before, 4 s after): requests reaching groq inside the window, first groq
+    answer after it;
+ 7. fast fakes (groq/gemini/claude 50/80/120 ms), production timeouts, the primary black-holed:
+    cold start (fresh bot) and warm start (a bot that served traffic on groq, then saw it die
+    until its breaker opened; measured from there: what each probe costs its customer);
+ 8. the primary refusing connections, against gemini alone.
 """
 from __future__ import annotations
 
@@ -50,9 +66,12 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 REPO = Path(__file__).resolve().parent.parent
+# `--child` runs put an older build's tree first (see `old_tree`): "old" rows are that code.
+BOT_TREE = os.environ.get("STORM_BOT_TREE") or str(REPO)
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, BOT_TREE)
 
 import aiohttp  # noqa: E402
 
@@ -63,6 +82,8 @@ from bot.llm.prompt import PromptBuilder  # noqa: E402
 from bot.rendering import Renderer  # noqa: E402
 from fakes.llm_servers import Behaviour, RemoteFakes  # noqa: E402
 from pipeline_bench import CLAUDE_MODEL, GEMINI_MODEL, GROQ_MODEL, TEXT, Naive, pct  # noqa: E402
+
+sys.path.insert(0, BOT_TREE)  # (pipeline_bench put the current tree first again)
 
 LATENCY = {"groq": 0.3, "gemini": 0.6, "claude": 0.9}
 PROVIDERS = ("groq", "gemini", "claude")
@@ -135,6 +156,7 @@ class Run:
     ends: list[float] = field(default_factory=list)    # monotonic end time per message
     wall_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    starts: list[float] = field(default_factory=list)  # monotonic start time per message
 
     @property
     def n(self) -> int:
@@ -163,6 +185,7 @@ async def drive(label: str, ask: Callable[[int], Awaitable[str]], n: int, width:
             run.lat_ms.append((t1 - t0) * 1000)
             run.who.append(who)
             run.ends.append(t1)
+            run.starts.append(t0)
             # Yield, as separate requests would: a reply that never awaits anything real (the
             # templates, breakers open) would otherwise let one worker hog the loop.
             await asyncio.sleep(0)
@@ -188,9 +211,15 @@ class Chain:
         self.breakers = self.bot.services["breakers"]
         self.opened: list[tuple[float, str, str]] = []
         self.breakers.on_open(lambda b, reason: self.opened.append((time.monotonic(), b.provider, b.model)))
+        self.paid_because: Counter[str] = Counter()   # Reply.meta["paid_because"]
+        self.left_probe_ms: list[float] = []           # waits on probes the message left (probe_background)
+        self.rate_waits = 0                            # messages that waited (all limited / before paid)
 
     async def ask(self, i: int) -> str:
         r = await self.bot.handle(Event(platform="bench", conversation_id=f"s{next(_conv)}", user_id="u", text=TEXT))
+        if r.meta.get("paid_because"):
+            self.paid_because[r.meta["paid_because"]] += 1
+        self.left_probe_ms += [a.latency_ms for a in r.attempts if a.outcome == "probe_background"]
         return r.provider or r.tier
 
     async def aclose(self) -> None:
@@ -489,7 +518,254 @@ async def all_down(fakes: Fakes, env: dict[str, str], system: str, n: int, n_nai
     return runs
 
 
-async def main(quick: bool, only: set[str]) -> None:
+
+# -- fail over first, paid providers, no customer as a probe (issue #11) ---------------------
+FAST = {"groq": 0.05, "gemini": 0.08, "claude": 0.12}  # "fast fakes" for the probe scenarios
+OLD_REV = "0ab2a32"  # main before fail-over-first (same-model waits, probes keep their customer)
+STEADY_RATE = 40.0
+
+
+def watch_sends(chain: Chain) -> dict[str, tuple[list[float], list[tuple[float, float]]]]:
+    """Per provider: when the bot sent each request, and when it received a 429 with a
+    Retry-After (and how long) — bench instrumentation on our own objects, as `watch_groq`."""
+    out: dict[str, tuple[list[float], list[tuple[float, float]]]] = {}
+    llm = chain.bot.services["llm"]
+    for p, model in (("groq", GROQ_MODEL), ("gemini", GEMINI_MODEL), ("claude", CLAUDE_MODEL)):
+        sends: list[float] = []
+        told: list[tuple[float, float]] = []
+        provider, breaker = llm.providers[p], chain.breakers.get(p, model)
+
+        def timed(complete: Any, sends: list[float] = sends) -> Any:
+            async def call(*a: Any, **kw: Any) -> Any:
+                sends.append(time.monotonic())
+                return await complete(*a, **kw)
+            return call
+
+        def failed(failure: Any, told: list[tuple[float, float]] = told) -> Any:
+            def call(outcome: str, retry_after: float | None = None, *a: Any, **kw: Any) -> None:
+                if outcome == "rate_limited" and retry_after:
+                    told.append((time.monotonic(), retry_after))
+                failure(outcome, retry_after, *a, **kw)
+            return call
+
+        provider.complete, breaker.failure = timed(provider.complete), failed(breaker.failure)
+        out[p] = (sends, told)
+    return out
+
+
+def sent_inside_waits(sends: list[float], told: list[tuple[float, float]]) -> int:
+    """Requests the bot sent while a Retry-After it had received was still running."""
+    return sum(1 for t in sends if any(r < t < r + ra for r, ra in told))
+
+
+async def storm_retry_after(fakes: Fakes, env: dict[str, str], system: str, n: int, n_naive: int,
+                            variants: tuple = ()) -> list[Run]:
+    """30 % random 429s with Retry-After: 1 on every provider; the paid provider's share."""
+    runs = []
+    for who, extra in variants:
+        await fakes.healthy()
+        for k, p in enumerate(PROVIDERS):
+            await fakes.script(p, *random_storm(11 + k, 3 * n + 500, p, 1.0))
+        label = f"{who}, 30 % 429 `Retry-After: 1` on all"
+        if extra is None:
+            run = await naive_run(env, system, label, n_naive)
+        else:
+            chain = Chain(env, **extra)
+            watched = watch_sends(chain)
+            run = await drive(label, chain.ask, n)
+            await chain.aclose()
+            inside = {p: sent_inside_waits(*watched[p]) for p in PROVIDERS}
+            run.notes.append("sent while a received Retry-After ran: " + ", ".join(
+                f"{p} {inside[p]} of {len(watched[p][0])}" for p in PROVIDERS))
+            if chain.paid_because:
+                run.notes.append(f"paid because free limited: {chain.paid_because['free_limited']}")
+        run.notes.append(f"paid (claude) share {run.share('claude'):.1f} %")
+        sent = sum([len(await fakes.log(p)) for p in PROVIDERS])
+        run.notes.append(f"{sent / run.n:.2f} provider requests/msg")
+        runs.append(run)
+    return runs
+
+
+async def steady(label: str, ask: Callable[[int], Awaitable[str]], rate: float, duration: float) -> Run:
+    """Open loop: one message every 1/rate s whatever the replies do (a steady arrival rate)."""
+    run = Run(label)
+    loop_start = time.monotonic()
+
+    async def one(i: int) -> None:
+        t0 = time.monotonic()
+        who = await ask(i)
+        t1 = time.monotonic()
+        run.lat_ms.append((t1 - t0) * 1000)
+        run.who.append(who)
+        run.ends.append(t1)
+        run.starts.append(t0)
+
+    tasks = []
+    for i in range(int(rate * duration)):
+        delay = loop_start + i / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    run.wall_s = time.monotonic() - loop_start
+    return run
+
+
+async def groq_limited_window(fakes: Fakes, env: dict[str, str], system: str, n: int, n_naive: int,
+                              variants: tuple = (), before_s: float = 3.0, window_s: float = 5.0,
+                              after_s: float = 4.0) -> list[Run]:
+    """Groq answers every request with 429 Retry-After: 1 for 5 s under a steady 40 msg/s."""
+    runs = []
+    for who, extra in variants:
+        await fakes.healthy()
+        marks: dict[str, float] = {}
+
+        async def timeline() -> None:
+            await asyncio.sleep(before_s)
+            await fakes.set_default("groq", Behaviour("rate_limited", retry_after=1.0))
+            marks["from"] = time.monotonic()
+            await asyncio.sleep(window_s)
+            await fakes.set_default("groq", Behaviour(latency=LATENCY["groq"]))
+            marks["to"] = time.monotonic()
+
+        label = f"{who}, groq 429 `Retry-After: 1` for {window_s:g} s at {STEADY_RATE:g} msg/s"
+        tl = asyncio.create_task(timeline())
+        total = before_s + window_s + after_s
+        if extra is None:
+            nv = NaiveAsk(env, system)
+            run = await steady(label, nv.ask_who, STEADY_RATE, total)
+            await nv.aclose()
+        else:
+            chain = Chain(env, **extra)
+            run = await steady(label, chain.ask, STEADY_RATE, total)
+            await chain.aclose()
+        await tl
+        log = await fakes.log("groq")
+        inside = [t for t, k in log if marks["from"] <= t < marks["to"]]
+        first_ok = next((t for t, k in log if k == "ok" and t >= marks["to"]), None)
+        during = [lat for lat, t0, t1 in zip(run.lat_ms, run.starts, run.ends) if t1 > marks["from"] and t0 < marks["to"]]
+        run.notes.append(f"{len(inside)} requests reached groq inside the window")
+        run.notes.append(f"msgs that met the window: n={len(during)}, p99 {pct(during, 0.99):.0f} ms")
+        run.notes.append("first groq answer after the window: " + (
+            f"{first_ok - marks['to']:.2f} s" if first_ok is not None else "none"))
+        runs.append(run)
+    return runs
+
+
+async def probes_black_hole(fakes: Fakes, env: dict[str, str], system: str, n: int, n_naive: int,
+                            variants: tuple = ()) -> list[Run]:
+    """Fast fakes; the primary black-holed. Cold: a fresh bot. Warm: a bot that has served
+    traffic on the primary, then seen it go dark until its breaker opened (not measured);
+    measured from there, so what shows is what each probe costs its customer."""
+    runs = []
+
+    async def fast() -> None:
+        await fakes.reset()
+        for p in PROVIDERS:
+            await fakes.set_default(p, Behaviour(latency=FAST[p]))
+
+    for who, extra in variants:
+        if who.startswith("baseline"):
+            await fast()
+            base = Chain(env, TIERBOT_CHAIN="gemini", **PROD)
+            runs.append(await drive("baseline: healthy gemini alone (fast fakes)", base.ask, n // 2))
+            await base.aclose()
+            continue
+        for start in ("cold", "warm"):
+            await fast()
+            chain = Chain(env, **{**PROD, **extra})
+            if start == "warm":
+                await drive("warm-up", chain.ask, 300)
+                await fakes.set_default("groq", Behaviour("black_hole"))
+                t_end = time.monotonic() + 30
+                while chain.breakers.host("groq").state != "open" and time.monotonic() < t_end:
+                    await drive("warm-up", chain.ask, 50)
+                chain.left_probe_ms.clear()
+                chain.opened.clear()
+            else:
+                await fakes.set_default("groq", Behaviour("black_hole"))
+            sent_before = len(await fakes.log("groq"))
+            run = await drive(f"{who}, groq black-holed, {start} start", chain.ask, n)
+            await chain.aclose()
+            sent = len(await fakes.log("groq")) - sent_before
+            slow = [x for x in run.lat_ms if x > 500]
+            run.notes.append(f"{sent} requests into dead groq; msgs over 500 ms: {len(slow)}")
+            if chain.left_probe_ms:
+                run.notes.append(f"{len(chain.left_probe_ms)} msgs left a probe after at most "
+                                 f"{max(chain.left_probe_ms):.0f} ms")
+            runs.append(run)
+    return runs
+
+
+async def primary_refused(fakes: Fakes, env: dict[str, str], system: str, n: int, n_naive: int,
+                          variants: tuple = ()) -> list[Run]:
+    """The primary refuses connections; compared with the second provider alone."""
+    from fakes.llm_servers import dead_url
+
+    runs = []
+    dead = {**env, "GROQ_BASE_URL": dead_url()}
+    for who, extra in variants:
+        await fakes.healthy()
+        if who.startswith("baseline"):
+            base = Chain(env, TIERBOT_CHAIN="gemini")
+            runs.append(await drive("baseline: healthy gemini alone", base.ask, n))
+            await base.aclose()
+            continue
+        if extra is None:
+            run = await naive_run(dead, system, f"{who}, groq refused", n_naive)
+        else:
+            chain = Chain(dead, **extra)
+            run = await drive(f"{who}, groq refused", chain.ask, n)
+            await chain.aclose()
+        runs.append(run)
+    return runs
+
+
+NEW_SCENARIOS = {"5": ("5. 30 % random 429s with `Retry-After: 1` on every provider: paid share", storm_retry_after,
+                       (("tierbot default", {}), ("tierbot speed first (TIERBOT_FREE_WAIT_S=0)",
+                                                  {"TIERBOT_FREE_WAIT_S": "0"}), ("naive", None))),
+                 "6": ("6. groq 429 `Retry-After: 1` for 5 s under a steady 40 msg/s", groq_limited_window,
+                       (("tierbot", {}), ("naive", None))),
+                 "7": ("7. primary black-holed, fast fakes (groq/gemini/claude 50/80/120 ms), production timeouts",
+                       probes_black_hole, (("baseline", {}), ("tierbot", {}))),
+                 "8": ("8. primary refused", primary_refused,
+                       (("baseline", {}), ("tierbot", {}), ("naive", None)))}
+
+
+def old_tree(rev: str) -> str:
+    """The code of `rev` (bot and what it imports), extracted once under /tmp."""
+    dest = Path(f"/tmp/tierbot-storm-old-{rev}")
+    if not (dest / "bot").exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "bot", "templates", "faq_cache",
+                                  "adapters"], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return str(dest)
+
+
+async def old_rows(key: str, env: dict[str, str], n: int, n_naive: int, rev: str) -> list[Run]:
+    """Scenario `key` with the code of `rev`, in a child process (same fakes, same driver)."""
+    child_env = {**os.environ, "STORM_BOT_TREE": old_tree(rev)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--child", key, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, env=child_env)
+    out, _ = await proc.communicate(json.dumps({"env": env, "n": n, "n_naive": n_naive, "rev": rev}).encode())
+    runs = [Run(**r) for r in json.loads(out.decode().strip().splitlines()[-1])]
+    for r in runs:
+        r.label = f"old ({rev}): {r.label}"
+    return runs
+
+
+async def child(key: str) -> None:
+    job = json.loads(sys.stdin.read())
+    fakes = Fakes(job["env"])
+    system = PromptBuilder(Renderer.from_config(Config.from_env({}))).system
+    _, fn, _ = NEW_SCENARIOS[key]
+    runs = await fn(fakes, job["env"], system, job["n"], job["n_naive"], variants=(("tierbot", {}),))
+    print(json.dumps([r.__dict__ for r in runs]), flush=True)
+
+
+async def main(quick: bool, only: set[str], old_rev: str = OLD_REV) -> None:
     n = 400 if quick else 2000
     proc = subprocess.Popen([sys.executable, __file__, "--serve-fakes"], stdout=subprocess.PIPE,
                             stdin=subprocess.PIPE, text=True)
@@ -515,6 +791,14 @@ async def main(quick: bool, only: set[str]) -> None:
                     fakes, env, system, n, n // 4)
             if not only or "4" in only:
                 sections["4. all providers down"] = await all_down(fakes, env, system, n, WIDTH)
+            for key, (title, fn, variants) in NEW_SCENARIOS.items():
+                if not only or key in only:
+                    base = tuple(v for v in variants if v[0].startswith("baseline"))
+                    rest = tuple(v for v in variants if not v[0].startswith("baseline"))
+                    rows = await fn(fakes, env, system, n, n // 4, variants=base)
+                    rows += await old_rows(key, env, n, n // 4, old_rev)
+                    rows += await fn(fakes, env, system, n, n // 4, variants=rest)
+                    sections[title] = rows
     finally:
         proc.stdin.close()
         proc.wait(timeout=20)
@@ -537,11 +821,16 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="400 messages per scenario (a smoke run)")
     ap.add_argument("--only", default="", help="comma list of scenarios (0, 1, 2, 2b, 3, 4) to run")
+    ap.add_argument("--old", default=OLD_REV, help="the build the 'old' rows of scenarios 5-8 run (a git revision)")
     ap.add_argument("--serve-fakes", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_fakes:
         asyncio.run(_serve_fakes())
+    elif args.child:
+        logging.basicConfig(level=logging.INFO, stream=open(os.devnull, "w"))
+        asyncio.run(child(args.child))
     else:
         # INFO logs on, as in production, but sent nowhere (their cost is counted).
         logging.basicConfig(level=logging.INFO, stream=open(os.devnull, "w"))
-        asyncio.run(main(args.quick, {x.strip() for x in args.only.split(",") if x.strip()}))
+        asyncio.run(main(args.quick, {x.strip() for x in args.only.split(",") if x.strip()}, args.old))
