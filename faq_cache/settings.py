@@ -6,7 +6,7 @@ from pathlib import Path
 
 from bot.config import Config, ConfigError
 
-from .suggestions import SUGGEST_FLOOR, SUGGEST_MAX, SuggestionSettings
+from .suggestions import SUGGEST_MAX, SuggestionSettings
 
 
 __all__ = ["FaqSettings", "MATCHERS", "describe_matcher"]
@@ -69,7 +69,7 @@ def _suggestion_settings(cfg: Config) -> SuggestionSettings:
     count = cfg.get_int("TIERBOT_SUGGESTIONS", SUGGEST_MAX, minimum=0)
     if count > 10:  # a list longer than that is no help (and Telegram shows one button a row)
         raise ConfigError(f"TIERBOT_SUGGESTIONS must be between 0 and 10, got {count}")
-    floor = cfg.get_float("TIERBOT_SUGGEST_FLOOR", SUGGEST_FLOOR)
+    floor = cfg.get_float("TIERBOT_SUGGEST_FLOOR", 0.0) if cfg.get("TIERBOT_SUGGEST_FLOOR") else None
     return SuggestionSettings(enabled=count > 0, max_suggestions=count, floor=floor)
 
 

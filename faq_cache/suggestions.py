@@ -24,19 +24,21 @@ from bot.turn import TurnContext
 from .matcher import Matcher
 from .store import FaqStore
 
-__all__ = ["SuggestionSettings", "Suggestions", "likely_entries", "SUGGEST_MAX", "SUGGEST_FLOOR",
+__all__ = ["SuggestionSettings", "Suggestions", "likely_entries", "SUGGEST_MAX", "SUGGEST_FLOOR", "SUGGEST_FLOORS",
            "MAX_PICK_ID", "MAX_OFFERED_ID_BYTES"]
 
 log = logging.getLogger("tierbot.faq")
 
 SUGGEST_MAX = 3
-# The lowest matcher score (the LinearSVC decision value of the entry's class) an entry
-# needs to be offered. Chosen by `bench/suggest_eval.py` on choice data, 5 variants per
-# entry (what operators write): the lowest floor at which at most 10 % of off-topic
-# questions (CLINC150) get a list. On the test halves: the right entry is listed for 52 % of
-# the in-scope questions the cache did not answer, 10 % of off-topic questions get a list
-# (BENCHMARKS.md, "Did you mean…?"). Re-choose it when the matcher's scores change.
-SUGGEST_FLOOR = -0.4
+# The lowest matcher score (the entry's own linear score, as `retrieve` gives it) an entry
+# needs to be offered, by matcher kind (their scores differ in scale). Chosen by
+# `bench/suggest_eval.py [--matcher semantic]` on choice data, 5 variants per entry (what
+# operators write): the lowest floor at which at most 10 % of off-topic questions (CLINC150)
+# get a list. On the test halves the right entry is listed for 52 % (lexical) / 66 %
+# (semantic) of the in-scope questions the cache did not answer, and 10 % / 9 % of off-topic
+# questions get a list (BENCHMARKS.md, "Did you mean…?"). Re-choose when the scores change.
+SUGGEST_FLOORS = {"lexical": -0.4, "semantic": -0.3}
+SUGGEST_FLOOR = SUGGEST_FLOORS["lexical"]
 HEADING_TEMPLATE = "replies/did_you_mean.j2"
 HEADING_FALLBACK = "Did you mean one of these?"
 MAX_PICK_ID = 200  # longer "entry ids" from a client are not looked up at all
@@ -57,7 +59,7 @@ def likely_entries(matcher: Matcher, text: str, k: int = SUGGEST_MAX,
 class SuggestionSettings:
     enabled: bool = True
     max_suggestions: int = SUGGEST_MAX
-    floor: float = SUGGEST_FLOOR
+    floor: float | None = None  # None: SUGGEST_FLOORS for the matcher in use
 
 
 class Suggestions:
@@ -86,7 +88,10 @@ class Suggestions:
         if matcher is None:
             return ()
         found = []
-        for entry_id, _score in likely_entries(matcher, text, self.settings.max_suggestions, self.settings.floor):
+        floor = self.settings.floor
+        if floor is None:  # a matcher from before semantic matching has no `kind`: lexical
+            floor = SUGGEST_FLOORS.get(getattr(matcher, "kind", "lexical"), SUGGEST_FLOOR)
+        for entry_id, _score in likely_entries(matcher, text, self.settings.max_suggestions, floor):
             suggestion = self.lookup(entry_id) if len(entry_id.encode()) <= MAX_OFFERED_ID_BYTES else None
             if suggestion is not None:
                 found.append(suggestion)

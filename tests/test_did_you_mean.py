@@ -326,3 +326,21 @@ def test_an_entry_whose_id_would_not_fit_a_button_is_not_offered():
     assert [s.entry_id for s in suggestions.suggest("shipping time please")] == ["ship"]
     assert suggestions.suggest(UNSURE) == ()  # its best entry has the long id
     assert suggestions.lookup(long_id) is not None  # a pick of it would still be honoured
+
+
+async def test_an_operator_floor_replaces_the_one_shipped_for_the_matcher(data_dir):
+    from bot.models import Event
+
+    async def offered(**env) -> tuple:
+        # UNSURE is unsure for the lexical matcher (the semantic one answers it outright)
+        config = Config.from_env({"TIERBOT_DATA_DIR": str(data_dir), "TIERBOT_FAQ_MATCHER": "lexical", **env},
+                                 dotenv=False)
+        bot = whole_bot(config)
+        try:
+            reply = await bot.handle(Event(platform="console", conversation_id="c", user_id="u", text=UNSURE))
+        finally:
+            await bot.aclose()
+        return reply.suggestions
+
+    assert (await offered())[0].entry_id == PASSWORD.id  # the shipped floor for the lexical matcher
+    assert await offered(TIERBOT_SUGGEST_FLOOR="5") == ()  # no entry scores that high
