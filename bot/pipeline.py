@@ -19,6 +19,7 @@ from .history import HistoryStore, MemoryHistory
 from .logs import kv
 from .models import Attempt, Event, Reply, StreamReset
 from .secrets import StreamRedactor, redact
+from .storage.settings import StorageUnavailable
 from .tiers import ReplyAmender, ReplyListener, StreamingTier, Tier
 from .turn import Turn, TurnContext
 
@@ -215,6 +216,8 @@ class SupportBot:
     async def _history(self, read: Awaitable[list[Turn]]) -> list[Turn]:
         try:
             return await read
+        except StorageUnavailable:  # the store logged it once per outage; no traceback per message
+            return []
         except Exception:
             log.exception("reading conversation history failed; answering without it")
             return []

@@ -233,3 +233,77 @@ async def test_a_database_lost_while_running_loses_no_queued_row_and_resumes(pg_
     finally:
         await conn.close()
     assert rows == ["before", "lost 0", "lost 1", "lost 2"]
+
+
+class _Desk:
+    """A staff desk that takes everything: with one, the handoff trigger counts the
+    template streak in PostgreSQL for every reply (one more reply-path statement)."""
+
+    def __getattr__(self, name: str):
+        async def noop(*args: object) -> None:
+            return None
+
+        return noop
+
+
+async def test_a_black_holed_database_holds_no_reply_and_loses_nothing(pg_url, tmp_path, caplog):
+    """PostgreSQL stops answering without closing anything (the relay keeps every socket
+    open and forwards nothing): replies still come within the deadline (the bug: ~60 s),
+    the outage is logged once with the password masked, and when the path heals the
+    same process commits every queued ledger row and sees handoffs again."""
+    import logging
+    import time
+
+    from test_storage_redis import Proxy
+
+    proxy = Proxy(5432)
+    await proxy.start()
+    user, rest = pg_url.split("://", 1)[1].split("@", 1)
+    through_proxy = f"postgresql://{user}:{PASSWORD}@127.0.0.1:{proxy.port}/{rest.split('/', 1)[1]}"
+    deadline = 2.0
+    env = {"DATABASE_URL": through_proxy, "TIERBOT_DATA_DIR": str(tmp_path), "PATH": "",
+           "TIERBOT_DEADLINE_S": str(deadline), "TIERBOT_PG_COMMAND_TIMEOUT_S": "2"}
+
+    def ask(conversation: str, text: str) -> Event:
+        return Event(platform="telegram", conversation_id=conversation, user_id=conversation, text=text)
+
+    try:
+        async with SupportBot.from_env(env) as bot:
+            bot.services["staff_desk"] = _Desk()
+            ledger = bot.services["ledger"]
+            assert (await bot.handle(ask("c1", "hello"))).text
+            await ledger.committed()
+            proxy.blackhole()
+            with caplog.at_level(logging.INFO):
+                # c2 is new (its history must be loaded), c1's is in memory (only the
+                # open-handoff lookup and the streak go to the database).
+                for conversation, text in [("c2", "hello, I am new"), ("c1", "still there?"), ("c2", "and again")]:
+                    started = time.monotonic()
+                    reply = await bot.handle(ask(conversation, text))
+                    took = time.monotonic() - started
+                    assert reply.text and reply.tier != "staff", reply
+                    assert took < deadline + 3, f"{text!r} answered after {took:.1f} s"
+                barrier = asyncio.ensure_future(ledger.committed())
+                await asyncio.sleep(0.5)
+                assert not barrier.done() and proxy.dropped_bytes > 0  # the database really was unreachable
+                proxy.forward()
+                await asyncio.wait_for(barrier, timeout=60)  # the rows queued meanwhile are committed
+                # The same process uses the database again: a handoff opened elsewhere is honoured.
+                handoff, _ = await bot.services["handoffs"].store.open("telegram", "c3", user_id="c3")
+                reply = await bot.handle(ask("c3", "anyone?"))
+                assert reply.tier == "staff" and reply.meta["handoff_id"] == handoff.id
+                await ledger.committed()
+            messages = [r.getMessage() for r in caplog.records]
+            assert sum("event=database_unreachable" in m for m in messages) == 1, messages
+            assert sum("event=database_back" in m for m in messages) == 1, messages
+            assert sum("ledger_database_unreachable" in m for m in messages) <= 1, messages
+            assert f"{user}:***@127.0.0.1:{proxy.port}" in caplog.text and PASSWORD not in caplog.text
+            assert not [r for r in caplog.records if r.exc_info], "a traceback per message"
+    finally:
+        await proxy.cut()
+    conn = await asyncpg.connect(pg_url)
+    try:
+        rows = [r["question"] for r in await conn.fetch("SELECT question FROM messages ORDER BY id")]
+    finally:
+        await conn.close()
+    assert rows == ["hello", "hello, I am new", "still there?", "and again", "anyone?"]

@@ -24,17 +24,27 @@ PASSWORD = "r3dis-Pa55word"
 
 
 class Proxy:
-    """A TCP relay to the real Redis that the test can cut and restore (a lost server)."""
+    """A TCP relay to a real server (Redis, PostgreSQL) that the test can cut and restore
+    (a lost server), or black-hole: connections stay open and new ones are accepted, but
+    nothing is forwarded either way (a server behind a dead network path, no RST)."""
 
     def __init__(self, target_port: int = 6379) -> None:
         self.target_port = target_port
         self.port = 0
         self.server: asyncio.base_events.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
+        self.blackholed = False
+        self.torn: set[asyncio.StreamWriter] = set()  # lost bytes while black-holed: dead for good
+        self.dropped_bytes = 0
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    client: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                if self.blackholed or client in self.torn:
+                    self.torn.add(client)  # its stream lost bytes: it never answers again
+                    self.dropped_bytes += len(data)
+                    continue
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -43,13 +53,30 @@ class Proxy:
             writer.close()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.add(writer)
+        if self.blackholed:  # accepted, never answered
+            self.torn.add(writer)
+            try:
+                while data := await reader.read(65536):
+                    self.dropped_bytes += len(data)
+            except (ConnectionError, OSError):
+                pass
+            writer.close()
+            return
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self.writers |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        self.writers.add(up_writer)
+        await asyncio.gather(self._pipe(reader, up_writer, writer), self._pipe(up_reader, writer, writer))
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._client, "127.0.0.1", self.port, reuse_address=True)
         self.port = self.server.sockets[0].getsockname()[1]
+
+    def blackhole(self) -> None:
+        self.blackholed = True
+
+    def forward(self) -> None:
+        """Forward again: new connections and those that lost nothing work; the others stay dead."""
+        self.blackholed = False
 
     async def cut(self) -> None:
         assert self.server is not None
@@ -57,6 +84,7 @@ class Proxy:
         for w in self.writers:
             w.close()
         self.writers.clear()
+        self.torn.clear()
         await self.server.wait_closed()
 
 

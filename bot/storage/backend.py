@@ -36,9 +36,10 @@ class Storage:
         self.database: PgDatabase | None = None
         self.shared: SharedState | None = None
         if self.settings.database is not None:
-            from .postgres.database import PgDatabase
+            from .postgres.database import PgDatabase, PgTimeouts
 
-            self.database = PgDatabase(self.settings.database, max_size=10 if migrate else 1, migrate=migrate)
+            self.database = PgDatabase(self.settings.database, max_size=10 if migrate else 1, migrate=migrate,
+                                       timeouts=PgTimeouts.from_config(config))
         if self.settings.redis is not None:
             from .redis.shared import SharedState
 

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from ..handoffs import HANDOFF_COLUMNS, Handoff
-from .database import PgDatabase, clean
+from .database import DatabaseDown, PgDatabase, clean
 
 __all__ = ["PgHandoffs"]
 
@@ -34,18 +34,29 @@ class PgHandoffs:
         await self.db.start()
 
     async def _one(self, sql: str, *args: Any) -> Handoff | None:
-        pool = await self.db.pool()
-        return _handoff(await pool.fetchrow(sql, *(clean(a) for a in args)))
+        async with self.db.connection() as conn:
+            return _handoff(await conn.fetchrow(sql, *(clean(a) for a in args)))
 
     async def _val(self, sql: str, *args: Any) -> Any:
-        pool = await self.db.pool()
-        return await pool.fetchval(sql, *(clean(a) for a in args))
+        async with self.db.connection() as conn:
+            return await conn.fetchval(sql, *(clean(a) for a in args))
 
     # -- reads ------------------------------------------------------------------------
     async def get(self, handoff_id: int) -> Handoff | None:
         return await self._one(f"{_SELECT} WHERE id = $1", handoff_id)
 
     async def active(self, platform: str, conversation_id: str) -> Handoff | None:
+        """On the reply path (the handoff gate asks it for every message): bounded, and
+        an unreachable database reads as "no open handoff" (logged once per outage by
+        the database), so the bot answers rather than holding the reply."""
+        try:
+            row = await self.db.reply_path("open-handoff lookup", lambda conn: conn.fetchrow(
+                f"{_SELECT} WHERE platform = $1 AND conversation_id = $2 AND {_OPEN}", platform, conversation_id))
+        except DatabaseDown:
+            return None
+        return _handoff(row)
+
+    async def _active(self, platform: str, conversation_id: str) -> Handoff | None:
         return await self._one(f"{_SELECT} WHERE platform = $1 AND conversation_id = $2 AND {_OPEN}",
                                platform, conversation_id)
 
@@ -54,17 +65,18 @@ class PgHandoffs:
                                channel, thread_ts)
 
     async def open_handoffs(self) -> list[Handoff]:
-        pool = await self.db.pool()
-        return [Handoff(*r) for r in await pool.fetch(f"{_SELECT} WHERE {_OPEN} ORDER BY opened_at, id")]
+        async with self.db.connection() as conn:
+            rows = await conn.fetch(f"{_SELECT} WHERE {_OPEN} ORDER BY opened_at, id")
+        return [Handoff(*r) for r in rows]
 
     async def count_since(self, since: float) -> dict[str, int]:
-        pool = await self.db.pool()
-        r = await pool.fetchrow(
-            "SELECT (SELECT COUNT(*) FROM handoffs WHERE opened_at >= $1),"
-            " (SELECT COUNT(*) FROM handoffs WHERE resolved_at >= $1),"
-            " (SELECT COUNT(*) FROM handoffs WHERE rated_at >= $1),"
-            " (SELECT COALESCE(AVG(rating), 0) FROM handoffs WHERE rated_at >= $1),"
-            f" (SELECT COUNT(*) FROM handoffs WHERE {_OPEN})", since)
+        async with self.db.connection() as conn:
+            r = await conn.fetchrow(
+                "SELECT (SELECT COUNT(*) FROM handoffs WHERE opened_at >= $1),"
+                " (SELECT COUNT(*) FROM handoffs WHERE resolved_at >= $1),"
+                " (SELECT COUNT(*) FROM handoffs WHERE rated_at >= $1),"
+                " (SELECT COALESCE(AVG(rating), 0) FROM handoffs WHERE rated_at >= $1),"
+                f" (SELECT COUNT(*) FROM handoffs WHERE {_OPEN})", since)
         opened, resolved, ratings, avg, open_now = r
         return {"opened": opened, "resolved": resolved, "ratings": ratings,
                 "rating_avg_x100": int(round(float(avg) * 100)), "open": open_now}
@@ -80,7 +92,7 @@ class PgHandoffs:
                 " VALUES ($1, $2, $3, $4, 'handed_off', $5, $6)"
                 f" ON CONFLICT (platform, conversation_id) WHERE {_OPEN} DO NOTHING RETURNING id",
                 platform, conversation_id, user_id, user_name, reason, now)
-            handoff = await self.active(platform, conversation_id)
+            handoff = await self._active(platform, conversation_id)
             if handoff is not None:
                 return handoff, created is not None and handoff.id == created
             # Resolved by someone else in between: open again.
@@ -112,16 +124,22 @@ class PgHandoffs:
 
     # -- per-conversation flags -----------------------------------------------------------
     async def template_streak(self, platform: str, conversation_id: str, template_answered: bool) -> int:
-        if not template_answered:
-            await self._val("UPDATE conversation_flags SET template_streak = 0"
-                            " WHERE platform = $1 AND conversation_id = $2 AND template_streak <> 0",
-                            platform, conversation_id)
+        """Counted for every reply, so on the reply path: bounded, and while the database
+        is unreachable the streak is not counted (0: no automatic handoff from it)."""
+        args = (clean(platform), clean(conversation_id))
+        try:
+            if not template_answered:
+                await self.db.reply_path("template streak", lambda conn: conn.execute(
+                    "UPDATE conversation_flags SET template_streak = 0"
+                    " WHERE platform = $1 AND conversation_id = $2 AND template_streak <> 0", *args))
+                return 0
+            return int(await self.db.reply_path("template streak", lambda conn: conn.fetchval(
+                "INSERT INTO conversation_flags (platform, conversation_id, template_streak) VALUES ($1, $2, 1)"
+                " ON CONFLICT (platform, conversation_id)"
+                " DO UPDATE SET template_streak = conversation_flags.template_streak + 1"
+                " RETURNING template_streak", *args)))
+        except DatabaseDown:
             return 0
-        return int(await self._val(
-            "INSERT INTO conversation_flags (platform, conversation_id, template_streak) VALUES ($1, $2, 1)"
-            " ON CONFLICT (platform, conversation_id)"
-            " DO UPDATE SET template_streak = conversation_flags.template_streak + 1"
-            " RETURNING template_streak", platform, conversation_id))
 
     async def reset_streak(self, platform: str, conversation_id: str) -> None:
         await self.template_streak(platform, conversation_id, False)

@@ -28,7 +28,7 @@ from ...models import Event, Reply
 from ...secrets import redact
 from ...turn import TurnContext
 from ..rows import ATTEMPT_COLUMNS, MESSAGE_COLUMNS, event_payload, reply_rows
-from .database import CONNECTION_ERRORS, PgDatabase, clean
+from .database import CONNECTION_ERRORS, DatabaseDown, PgDatabase, clean
 
 __all__ = ["PgLedger", "LedgerClosed"]
 
@@ -182,22 +182,31 @@ class PgLedger:
             self._ack(batch[-1][0])
 
     async def _commit(self, batch: list[tuple[int, str, tuple, list[tuple]]]) -> None:
-        pool = await self.db.pool()
         messages = [op for op in batch if op[1] == "msg"]
         events = [op[2] for op in batch if op[1] == "event"]
         turns = [op[2] for op in batch if op[1] == "turn"]
-        async with pool.acquire() as conn, conn.transaction():
-            if messages:
-                ids = [r[0] for r in await conn.fetch(
-                    "SELECT nextval('messages_id_seq') FROM generate_series(1, $1)", len(messages))]
-                await conn.executemany(_INSERT_MESSAGE, [(i, *op[2]) for i, op in zip(ids, messages)])
-                attempts = [(i, *a) for i, op in zip(ids, messages) for a in op[3]]
-                if attempts:
-                    await conn.executemany(_INSERT_ATTEMPT, attempts)
-            if events:
-                await conn.executemany(_INSERT_EVENT, events)
-            if turns:
-                await conn.executemany(_INSERT_TURN, turns)
+        # Every statement is bounded by the pool's command timeout; a stalled one
+        # terminates the connection (`PgDatabase.connection`), so the rows are retried
+        # on a fresh one. Only a refused statement is rolled back on this connection.
+        async with self.db.connection() as conn:
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                if messages:
+                    ids = [r[0] for r in await conn.fetch(
+                        "SELECT nextval('messages_id_seq') FROM generate_series(1, $1)", len(messages))]
+                    await conn.executemany(_INSERT_MESSAGE, [(i, *op[2]) for i, op in zip(ids, messages)])
+                    attempts = [(i, *a) for i, op in zip(ids, messages) for a in op[3]]
+                    if attempts:
+                        await conn.executemany(_INSERT_ATTEMPT, attempts)
+                if events:
+                    await conn.executemany(_INSERT_EVENT, events)
+                if turns:
+                    await conn.executemany(_INSERT_TURN, turns)
+            except asyncpg.PostgresError:
+                await tx.rollback()
+                raise
+            await tx.commit()
 
     async def _one_by_one(self, batch: list, error: BaseException) -> None:
         """One bad row must not lose the batch: each in its own transaction."""
@@ -223,6 +232,7 @@ class PgLedger:
                          action="keeping the rows and retrying"))
 
     def _came_back(self) -> None:
+        self.db.came_back()  # a commit went through: reply-path reads need not wait for a probe
         if self._down_since is not None:
             log.warning(kv(event="ledger_database_back", url=self.db.masked,
                            after_s=round(time.monotonic() - self._down_since, 1)))
@@ -243,15 +253,28 @@ class PgLedger:
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         if self._closed and self._task is None:
             raise LedgerClosed("the ledger is closed")
-        pool = await self.db.pool()
-        return await pool.fetch(sql, *args)
+        async with self.db.connection() as conn:
+            return await conn.fetch(sql, *args)
 
     async def recent_turns(self, conversation_id: str, limit: int) -> list[tuple[str, str, float]]:
-        """Including turns still queued: a read waits for them to commit first."""
+        """Including turns still queued: a read waits for them to commit first.
+
+        On the reply path, so bounded: waiting for the commit and the read share the
+        database's `reply_s`; an unreachable database raises `DatabaseDown` (the
+        history then answers without these turns, and loads them again next time)."""
+        if self._closed and self._task is None:
+            raise LedgerClosed("the ledger is closed")
         if self.has_pending_turns(conversation_id):
-            await self.committed()
-        rows = await self._fetch("SELECT role, text, ts FROM turns WHERE conversation_id = $1 "
-                                 "ORDER BY id DESC LIMIT $2", conversation_id, limit)
+            if self._down_since is not None or self.db.down:  # they cannot commit now
+                raise DatabaseDown(f"the database at {self.db.masked} is unreachable (history skipped)")
+            try:
+                async with asyncio.timeout(self.db.timeouts.reply_s):
+                    await self.committed()
+            except TimeoutError:
+                raise DatabaseDown(f"the ledger's writer is behind on {self.db.masked} (history skipped)") from None
+        rows = await self.db.reply_path("history", lambda conn: conn.fetch(
+            "SELECT role, text, ts FROM turns WHERE conversation_id = $1 ORDER BY id DESC LIMIT $2",
+            conversation_id, limit))
         return [(r["role"], r["text"], r["ts"]) for r in reversed(rows)]
 
     async def spend_between(self, start: float, end: float) -> dict[str, float]:
@@ -277,8 +300,7 @@ class PgLedger:
 
     # -- report runs (once-only claims) -----------------------------------------------------------
     async def claim_report(self, day: str, now: float) -> str:
-        pool = await self.db.pool()
-        async with pool.acquire() as conn, conn.transaction():
+        async with self.db.connection() as conn, conn.transaction():
             # Two processes deciding at once: the second waits and sees the first's row.
             await conn.execute("LOCK TABLE report_runs IN SHARE ROW EXCLUSIVE MODE")
             if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM report_runs)"):
@@ -290,12 +312,12 @@ class PgLedger:
             return "claimed"
 
     async def release_report(self, day: str) -> None:
-        pool = await self.db.pool()
-        await pool.execute("DELETE FROM report_runs WHERE report_date = $1 AND posted_at IS NULL", day)
+        async with self.db.connection() as conn:
+            await conn.execute("DELETE FROM report_runs WHERE report_date = $1 AND posted_at IS NULL", day)
 
     async def report_posted(self, day: str, now: float) -> None:
-        pool = await self.db.pool()
-        await pool.execute("UPDATE report_runs SET posted_at = $1 WHERE report_date = $2", now, day)
+        async with self.db.connection() as conn:
+            await conn.execute("UPDATE report_runs SET posted_at = $1 WHERE report_date = $2", now, day)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def aclose(self) -> None:
