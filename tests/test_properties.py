@@ -41,6 +41,7 @@ class BreakerMachine(RuleBasedStateMachine):
         self.opened_events: list[str] = []
         self.b._on_open.append(lambda br, reason: self.opened_events.append(reason))
         self.quiet_until = 0.0       # nobody may be let through before this (asked by the provider)
+        self.outage_until = 0.0      # ... nor before this while the breaker is open (a success lifts it)
         self.open_since: float | None = None
         self.probes_out = 0
         self.rate_pending = False    # a wait was announced: the next request through is a probe
@@ -55,8 +56,8 @@ class BreakerMachine(RuleBasedStateMachine):
         if self.disabled:
             assert reason == "disabled_auth"
             return None
-        if now < self.quiet_until:
-            assert reason is not None, f"let through {self.quiet_until - now:.3f}s before it was allowed"
+        if now < max(self.quiet_until, self.outage_until):
+            assert reason is not None, f"let through {max(self.quiet_until, self.outage_until) - now:.3f}s before it was allowed"
         if reason is not None:
             assert reason in ("breaker_open", "breaker_probing", "rate_limited", "rate_probing"), reason
             if reason in ("breaker_probing", "rate_probing"):
@@ -85,6 +86,7 @@ class BreakerMachine(RuleBasedStateMachine):
         self.rate_pending = False
         self.health_streak = 0
         self.open_since = None
+        self.outage_until = 0.0  # a late answer from a request sent before the outage closes it
         assert not self.b.opened
         assert self.b.state == (DISABLED if self.disabled else self.b.state) in (CLOSED, PAUSED, DISABLED)
 
@@ -105,7 +107,7 @@ class BreakerMachine(RuleBasedStateMachine):
         if (was_probe and was_open) or (not was_open and self.health_streak >= THRESHOLD):
             assert self.b.opened and self.b.state == (DISABLED if self.disabled else OPEN)
             # Open for at least the cooldown, and at least what the provider asked (capped).
-            self.quiet_until = max(self.quiet_until, now + COOLDOWN, now + min(retry_after or 0.0, MAX_PAUSE_S))
+            self.outage_until = max(self.outage_until, now + COOLDOWN, now + min(retry_after or 0.0, MAX_PAUSE_S))
             if not was_open:
                 self.open_since = now
         elif retry_after:
@@ -154,7 +156,7 @@ class BreakerMachine(RuleBasedStateMachine):
     @rule()
     def long_quiet_lets_one_through(self):
         """Liveness: once everything asked for has passed, a request may go again."""
-        self.clock.t = max(self.clock.t, self.quiet_until) + MAX_COOLDOWN + MAX_PAUSE_S + 1
+        self.clock.t = max(self.clock.t, self.quiet_until, self.outage_until) + MAX_COOLDOWN + MAX_PAUSE_S + 1
         assert self.b.available() is None
         assert self.b.state in (CLOSED, HALF_OPEN)
 
@@ -175,6 +177,20 @@ class BreakerMachine(RuleBasedStateMachine):
 
 BreakerMachine.TestCase.settings = settings(max_examples=120, stateful_step_count=40, deadline=None)
 TestBreakerStateMachine = BreakerMachine.TestCase
+
+
+def test_a_late_answer_sent_before_the_outage_closes_the_breaker():
+    """Found by the state machine: three requests fail and open the breaker, then a fourth,
+    sent before it opened, answers. The provider is alive, so the breaker closes and the next
+    request goes at once rather than after the cooldown."""
+    clock = Clock()
+    b = Breaker("groq", "m", threshold=THRESHOLD, cooldown=COOLDOWN, max_cooldown=MAX_COOLDOWN, clock=clock)
+    flights = [b.acquire() for _ in range(4)]
+    for probe in flights[1:]:
+        b.failure(E.CONNECTION, None, probe)
+    assert b.opened and b.available() == "breaker_open"
+    b.success()
+    assert b.state == CLOSED and b.available() is None
 
 
 # -- message splitting ------------------------------------------------------------------
